@@ -1,0 +1,121 @@
+"""One interface for every diffusion model the attack runs on.
+
+A backbone knows how to turn captions into conditioning, images into the space its UNet
+denoises (identity-like for pixel models, a VAE for latent models) and back, and how to
+turn whatever its UNet predicts into a noise prediction ε — the quantity the paper's
+guidance formulas combine. Sampling, fine-tuning and guidance never look past this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+
+@dataclass
+class Conditioning:
+    """Cross-attention states plus any extra UNet inputs (SDXL's pooled text and time ids)."""
+
+    states: torch.Tensor
+    added: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.states.shape[0]
+
+    def repeat(self, n: int) -> "Conditioning":
+        """Broadcast a batch-of-one conditioning to ``n`` rows."""
+        if len(self) == n:
+            return self
+        return Conditioning(self.states.expand(n, *self.states.shape[1:]),
+                            {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
+
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        return Conditioning(torch.cat([c.states for c in items]),
+                            {k: torch.cat([c.added[k] for c in items]) for k in items[0].added})
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Conditioning":
+        return Conditioning(self.states.to(device, dtype),
+                            {k: v.to(device, dtype) for k, v in self.added.items()})
+
+
+class Backbone:
+    """Base class: subclasses set ``unet``, ``scheduler_config``, ``resolution`` and the codecs."""
+
+    unet: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    resolution: int
+    name: str = "backbone"
+
+    # --- captions -------------------------------------------------------------------
+    def encode_captions(self, captions: list[str]) -> Conditioning:
+        raise NotImplementedError
+
+    def unconditional(self, n: int = 1) -> Conditioning:
+        return self.encode_captions([""]).repeat(n)
+
+    # --- image space <-> denoising space ---------------------------------------------
+    def latent_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], [B, 3, H, W] → what the UNet denoises."""
+        raise NotImplementedError
+
+    def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_latents`; returns images in [-1, 1]."""
+        raise NotImplementedError
+
+    # --- schedulers -------------------------------------------------------------------
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    def training_scheduler(self) -> DDPMScheduler:
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    def sampling_scheduler(self, **overrides: Any) -> DDIMScheduler:
+        """A DDIM scheduler that consumes ε (guidance always combines noise predictions)."""
+        config = dict(self.scheduler_config)
+        config.update(prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False,
+                      timestep_spacing="trailing")
+        config.update(overrides)
+        return DDIMScheduler.from_config(config)
+
+    # --- the network ------------------------------------------------------------------
+    def unet_output(self, unet: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor,
+                    cond: Conditioning, **kwargs: Any) -> torch.Tensor:
+        return unet(latents, t, encoder_hidden_states=cond.states,
+                    added_cond_kwargs=cond.added or None, **kwargs).sample
+
+    def output_to_eps(self, output: torch.Tensor, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Convert a UNet prediction of this backbone's parametrisation into ε."""
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return output
+        alphas_cumprod = self._alphas_cumprod(latents.device)
+        abar = alphas_cumprod[t.long()].to(latents.dtype).reshape(-1, *([1] * (latents.ndim - 1)))
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        if kind == "v_prediction":
+            return alpha * output + sigma * latents
+        if kind == "sample":
+            return (latents - alpha * output) / sigma
+        raise ValueError(f"unsupported prediction_type {kind!r}")
+
+    def predict_eps(self, unet: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor,
+                    cond: Conditioning, **kwargs: Any) -> torch.Tensor:
+        t = t.expand(latents.shape[0]) if t.ndim else t.repeat(latents.shape[0])
+        return self.output_to_eps(self.unet_output(unet, latents, t, cond, **kwargs), latents, t)
+
+    def _alphas_cumprod(self, device: torch.device) -> torch.Tensor:
+        cached = getattr(self, "_abar_cache", None)
+        if cached is None or cached.device != device:
+            cached = self.training_scheduler().alphas_cumprod.to(device)
+            self._abar_cache = cached
+        return cached
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device

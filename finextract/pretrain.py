@@ -1,0 +1,162 @@
+"""Pretraining the tiny world's base model, resumably.
+
+v-prediction on a cosine schedule with min-SNR-5 loss weighting, AdamW with warm-up and
+cosine decay, 10 % empty captions (so CFG and ε_θ(x, t) are meaningful) and an EMA copy.
+Batches are drawn from a generator seeded by (seed, step), so a resumed run sees exactly the
+batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers.training_utils import compute_snr
+
+from . import text
+from .backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
+from .io import atomic_path
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 12000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 300
+    weight_decay: float = 0.01
+    empty_caption_prob: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    threads: int = 2
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def diffusion_loss(backbone: TinyPixelBackbone, unet, latents: torch.Tensor, states: torch.Tensor,
+                   generator: torch.Generator, min_snr_gamma: float | None = None) -> torch.Tensor:
+    """Per-batch training loss in the backbone's parametrisation (optionally min-SNR weighted)."""
+    scheduler = backbone.training_scheduler()
+    noise = torch.randn(latents.shape, generator=generator)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if backbone.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    output = unet(noisy, t, encoder_hidden_states=states).sample
+    per_sample = (output - target).pow(2).mean(dim=(1, 2, 3))
+    if min_snr_gamma:
+        snr = compute_snr(scheduler, t)
+        weight = torch.clamp(snr, max=min_snr_gamma)
+        weight = weight / (snr + 1) if backbone.prediction_type == "v_prediction" else weight / snr
+        per_sample = per_sample * weight
+    return per_sample.mean()
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _save_state(path: Path, step: int, unet, ema, optimizer, cfg: PretrainConfig) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "config": json.dumps(asdict(cfg))}, tmp)
+
+
+def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) -> Path:
+    """Train (or resume) and write ``out_dir/model`` (EMA weights) and ``out_dir/loss.csv``."""
+    torch.set_num_threads(cfg.threads)
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = images_to_tensor(np.load(corpus_dir / "images.npy"))
+    captions = pd.read_csv(corpus_dir / "captions.csv")["caption"].tolist()
+    resolution = images.shape[-1]
+    states = text.encode_captions(captions)
+    empty = text.encode_captions([""])[0]
+
+    torch.manual_seed(cfg.seed)
+    unet = build_unet(resolution=resolution, block_out_channels=tuple(cfg.block_out_channels))
+    backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=resolution)
+    latents_all = backbone.to_latents(images)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state_file = out_dir / "state.pt"
+    start = 0
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        log(f"resuming from step {start}")
+    loss_file = out_dir / "loss.csv"
+    if start == 0 or not loss_file.exists():
+        loss_file.write_text("step,loss,lr,seconds\n")
+    else:  # drop log lines written after the checkpoint we resume from
+        kept = [line for line in loss_file.read_text().splitlines()[1:] if int(line.split(",")[0]) < start]
+        loss_file.write_text("step,loss,lr,seconds\n" + "".join(line + "\n" for line in kept))
+
+    unet.train()
+    t0 = time.time()
+    with open(loss_file, "a", newline="") as log_handle:
+        writer = csv.writer(log_handle)
+        for step in range(start, cfg.steps):
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            index = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
+            drop = torch.rand(cfg.batch_size, generator=generator) < cfg.empty_caption_prob
+            batch_states = torch.where(drop[:, None, None], empty, states[index])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss = diffusion_loss(backbone, unet, latents_all[index], batch_states, generator,
+                                  cfg.min_snr_gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+            writer.writerow([step, f"{loss.item():.5f}", f"{lr_at(step, cfg):.2e}", f"{time.time() - t0:.1f}"])
+            done = step + 1
+            if done % 50 == 0:
+                log_handle.flush()
+                rate = (done - start) / (time.time() - t0)
+                log(f"step {done}/{cfg.steps} loss {loss.item():.4f} {rate:.2f} steps/s "
+                    f"eta {(cfg.steps - done) / max(rate, 1e-9) / 60:.0f} min")
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                log_handle.flush()
+                _save_state(state_file, done, unet, ema, optimizer, cfg)
+                export_model(backbone, ema, out_dir / "model", done)
+    return out_dir / "model"
+
+
+def export_model(backbone: TinyPixelBackbone, ema, folder: Path, step: int) -> None:
+    """Write the EMA weights as a loadable model folder, replacing the previous export atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    backbone.save(tmp, unet=ema)
+    (tmp / "training_step.txt").write_text(f"{step}\n")
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    tmp.rename(folder)
