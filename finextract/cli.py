@@ -36,6 +36,74 @@ def _pretrain(args: argparse.Namespace) -> None:
     print(f"model written to {model}")
 
 
+def _load_options(args: argparse.Namespace) -> dict:
+    return {"kind": args.base_kind, "precision": args.precision, "device": args.device,
+            "allow_pickle": args.allow_pickle}
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    import json
+
+    from .stages import run_finetune
+
+    run_finetune(args.base, args.set_folder, args.caption, args.method, json.loads(args.hyper),
+                 Path(args.out), threads=args.threads, **_load_options(args))
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from .stages import run_sample
+
+    run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
+               args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
+               threads=args.threads, **_load_options(args))
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from .stages import run_embed
+
+    calibration = None if args.calibration in (None, "none", "null") else args.calibration
+    run_embed(Path(args.out), Path(args.order), args.model, calibration, args.resolution,
+              args.batch_size, threads=args.threads, image_dirs=args.images,
+              private_set=args.private_set, base=args.base)
+
+
+def _cluster(args: argparse.Namespace) -> None:
+    from .stages import run_cluster
+
+    run_cluster(Path(args.embeddings), Path(args.order), args.n0, args.time_cap, Path(args.out))
+
+
+def _score(args: argparse.Namespace) -> None:
+    from .stages import run_score
+
+    run_score(Path(args.private), Path(args.private_order), Path(args.generated), Path(args.clusters),
+              args.taus, args.set, args.ft, args.method, Path(args.out))
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from .report import write_summary
+
+    markdown = write_summary(args.metrics, Path(args.out_csv), Path(args.out_md), Path(args.out_all))
+    print("\n" + markdown)
+    print(f"Table: {args.out_md}  (CSV: {args.out_csv}); extracted images: "
+          f"{args.extracted_root}/<set>/<ft>/<method>/extracted/")
+
+
+def _grid(args: argparse.Namespace) -> None:
+    from .report import extracted_grid
+
+    extracted_grid(args.metrics, Path(args.out))
+    print(f"grid of private vs best extracted images: {args.out}")
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", required=True, help="base model: tiny-world folder, hub id, folder or file")
+    p.add_argument("--base-kind", default="auto", choices=["auto", "tiny", "sd", "sdxl"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle-based .ckpt/.bin files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finextract", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +131,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune the base model on a private set")
+    _add_load_options(p)
+    p.add_argument("--set-folder", required=True)
+    p.add_argument("--caption", default=None)
+    p.add_argument("--method", required=True, choices=["dreambooth", "lora"])
+    p.add_argument("--hyper", required=True, help="JSON object of fine-tuning hyperparameters")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("sample", help="sample one shard of seeds with one method")
+    _add_load_options(p)
+    p.add_argument("--ft-dir", default=None)
+    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora", "none"])
+    p.add_argument("--set-folder", required=True)
+    p.add_argument("--caption", default=None)
+    p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
+    p.add_argument("--w", type=float, default=1.0)
+    p.add_argument("--k", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
+    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("embed", help="SSCD descriptors of generated images or a private set")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--images", nargs="+", help="folders of seed_*.png images")
+    group.add_argument("--private-set", help="private set folder (images/ + caption.txt)")
+    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
+    p.add_argument("--model", default="distilled")
+    p.add_argument("--calibration", default=None)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--order", required=True)
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("cluster", help="extract N0 images by clique clustering")
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--order", required=True)
+    p.add_argument("--n0", type=int, required=True)
+    p.add_argument("--time-cap", type=float, default=30.0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cluster)
+
+    p = sub.add_parser("score", help="AS and A-ESR of an extracted set against the private set")
+    for name in ("--private", "--private-order", "--generated", "--clusters", "--set", "--ft", "--method", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("summary", help="Table-1 style summary of all metric CSVs")
+    p.add_argument("--metrics", nargs="+", required=True)
+    for name in ("--out-csv", "--out-md", "--out-all"):
+        p.add_argument(name, required=True)
+    p.add_argument("--extracted-root", default="results/clusters")
+    p.set_defaults(func=_summary)
+
+    p = sub.add_parser("grid", help="picture: private images beside their best extracted images")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--sets", nargs="*", default=[])
+    p.add_argument("--base", default=None)
+    p.add_argument("--results", default="results")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_grid)
     return parser
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from diffusers.training_utils import compute_snr
 
 from . import text
 from .backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
 from .io import atomic_path
+from .losses import diffusion_loss
+from .backbones.base import Conditioning
 
 
 @dataclass
@@ -46,27 +47,6 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def diffusion_loss(backbone: TinyPixelBackbone, unet, latents: torch.Tensor, states: torch.Tensor,
-                   generator: torch.Generator, min_snr_gamma: float | None = None) -> torch.Tensor:
-    """Per-batch training loss in the backbone's parametrisation (optionally min-SNR weighted)."""
-    scheduler = backbone.training_scheduler()
-    noise = torch.randn(latents.shape, generator=generator)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-    noisy = scheduler.add_noise(latents, noise, t)
-    if backbone.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, t)
-    else:
-        target = noise
-    output = unet(noisy, t, encoder_hidden_states=states).sample
-    per_sample = (output - target).pow(2).mean(dim=(1, 2, 3))
-    if min_snr_gamma:
-        snr = compute_snr(scheduler, t)
-        weight = torch.clamp(snr, max=min_snr_gamma)
-        weight = weight / (snr + 1) if backbone.prediction_type == "v_prediction" else weight / snr
-        per_sample = per_sample * weight
-    return per_sample.mean()
-
-
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -83,6 +63,7 @@ def _save_state(path: Path, step: int, unet, ema, optimizer, cfg: PretrainConfig
 def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) -> Path:
     """Train (or resume) and write ``out_dir/model`` (EMA weights) and ``out_dir/loss.csv``."""
     torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # denormal weights/activations make CPU steps many times slower
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = images_to_tensor(np.load(corpus_dir / "images.npy"))
@@ -124,8 +105,8 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
             batch_states = torch.where(drop[:, None, None], empty, states[index])
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss = diffusion_loss(backbone, unet, latents_all[index], batch_states, generator,
-                                  cfg.min_snr_gamma)
+            loss = diffusion_loss(backbone, unet, latents_all[index], Conditioning(batch_states),
+                                  generator, cfg.min_snr_gamma)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

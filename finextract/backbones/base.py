@@ -79,7 +79,7 @@ class Backbone:
     def sampling_scheduler(self, **overrides: Any) -> DDIMScheduler:
         """A DDIM scheduler that consumes ε (guidance always combines noise predictions)."""
         config = dict(self.scheduler_config)
-        config.update(prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False,
+        config.update(prediction_type="epsilon", clip_sample=False, set_alpha_to_one=True,
                       timestep_spacing="trailing")
         config.update(overrides)
         return DDIMScheduler.from_config(config)
@@ -119,3 +119,80 @@ class Backbone:
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
+
+    # --- fine-tuned checkpoints -------------------------------------------------------
+    # The defaults store LoRA adapters as peft state dicts in safetensors and DreamBooth UNets as
+    # diffusers folders; the Stable Diffusion backbones override them with diffusers' LoRA formats.
+    def save_lora(self, unet: torch.nn.Module, out_dir, rank: int, targets: list[str],
+                  adapter_name: str = "finetuned") -> None:
+        import json
+        from pathlib import Path
+
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        from ..io import atomic_path
+
+        out_dir = Path(out_dir)
+        state = {k: v.detach().contiguous().cpu() for k, v in
+                 get_peft_model_state_dict(unet, adapter_name=adapter_name).items()}
+        with atomic_path(out_dir / "lora.safetensors") as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(out_dir / "lora_config.json") as tmp:
+            tmp.write_text(json.dumps({"rank": rank, "alpha": rank, "targets": list(targets)}, indent=2))
+
+    def load_lora(self, path, adapter_name: str = "finetuned") -> None:
+        """Attach a LoRA written by :meth:`save_lora` to ``self.unet`` under ``adapter_name``."""
+        import json
+        from pathlib import Path
+
+        from peft import LoraConfig
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        weights, config_file = folder / "lora.safetensors", folder / "lora_config.json"
+        for required in (weights, config_file):
+            if not required.exists():
+                raise FileNotFoundError(f"{folder}: LoRA checkpoint lacks {required.name}")
+        config = json.loads(config_file.read_text())
+        state = load_file(str(weights))
+        own = {n for n, _ in self.unet.named_modules()}
+        missing = sorted({k.split(".lora_")[0] for k in state if k.split(".lora_")[0] not in own})
+        if missing:
+            raise ValueError(f"{weights}: LoRA targets layers the base UNet does not have "
+                             f"(e.g. {missing[:3]}); was it trained on another base model?")
+        self.unet.add_adapter(LoraConfig(r=config["rank"], lora_alpha=config["alpha"],
+                                         target_modules=config["targets"]), adapter_name=adapter_name)
+        try:
+            result = set_peft_model_state_dict(self.unet, state, adapter_name=adapter_name)
+        except RuntimeError as error:  # shape mismatch
+            raise ValueError(f"{weights}: LoRA weights do not fit the base UNet: {error}") from error
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise ValueError(f"{weights}: keys the base UNet does not have, e.g. {unexpected[:3]}")
+        self.unet.eval()
+
+    def load_dreambooth_unet(self, path) -> torch.nn.Module:
+        """Load a fine-tuned UNet folder (or a model folder holding ``unet/``) that matches the base."""
+        from pathlib import Path
+
+        folder = Path(path)
+        if (folder / "unet").is_dir():
+            folder = folder / "unet"
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{folder}: not a diffusers UNet folder (no config.json)")
+        unet_cls = type(self.unet)
+        unet = unet_cls.from_pretrained(folder, use_safetensors=True)
+        check_same_architecture(self.unet, unet, folder)
+        return unet.to(self.device, next(self.unet.parameters()).dtype).eval()
+
+
+def check_same_architecture(base: torch.nn.Module, other: torch.nn.Module, where) -> None:
+    """Fail before sampling if a fine-tuned UNet does not match the base it is paired with."""
+    base_shapes = {k: tuple(v.shape) for k, v in base.state_dict().items() if "lora_" not in k}
+    other_shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+    if base_shapes != other_shapes:
+        differing = sorted(set(base_shapes.items()) ^ set(other_shapes.items()))[:3]
+        raise ValueError(f"{where}: fine-tuned UNet does not match the base model "
+                         f"(differing parameters, e.g. {differing})")

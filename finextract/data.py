@@ -1,0 +1,109 @@
+"""Private sets: a folder of images plus one caption, loaded and checked before heavy work.
+
+Layout (``resources/datasets/<set>/``, or a user's own folder)::
+
+    images/      *.png / *.jpg / *.jpeg / *.webp  (at least two)
+    caption.txt  the fine-tuning caption (or give ``caption:`` in the config)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class PrivateSetError(ValueError):
+    """A private set cannot be used; the message names the file or key and what was expected."""
+
+
+@dataclass
+class PrivateSet:
+    name: str
+    folder: Path
+    caption: str
+    files: list[Path]
+    images: np.ndarray  # uint8 [N0, res, res, 3]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n0(self) -> int:
+        return len(self.files)
+
+
+def image_files(folder: Path) -> list[Path]:
+    images_dir = folder / "images"
+    if not folder.is_dir():
+        raise PrivateSetError(f"private set folder {folder} does not exist")
+    if not images_dir.is_dir():
+        raise PrivateSetError(f"{folder}: expected a sub-folder images/ holding the private images")
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PrivateSetError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def read_caption(folder: Path, caption: str | None = None) -> str:
+    if caption is not None and caption.strip():
+        return caption.strip()
+    caption_file = folder / "caption.txt"
+    if not caption_file.exists():
+        raise PrivateSetError(f"{folder}: no caption — write it to {caption_file} or set 'caption' in the config")
+    text = caption_file.read_text().strip()
+    if not text:
+        raise PrivateSetError(f"{caption_file} is empty: expected the fine-tuning caption")
+    return text
+
+
+def to_square_rgb(image: Image.Image, resolution: int) -> Image.Image:
+    """Composite transparency on white, centre-crop to a square, resize (Lanczos)."""
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.LANCZOS)
+    return image
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(to_square_rgb(image, resolution), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise PrivateSetError(f"{path}: not a readable image ({error})") from error
+
+
+def load_private_set(name: str, folder: str | Path, resolution: int, caption: str | None = None,
+                     min_images: int = 2) -> PrivateSet:
+    folder = Path(folder)
+    files = image_files(folder)
+    if len(files) < min_images:
+        raise PrivateSetError(
+            f"{folder}: N0 = {len(files)} image(s); the attack clusters generations into N0 groups "
+            f"and needs at least {min_images}")
+    text = read_caption(folder, caption)
+    notes = []
+    sizes = {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                sizes[path] = image.size
+        except (UnidentifiedImageError, OSError) as error:
+            raise PrivateSetError(f"{path}: not a readable image ({error})") from error
+    distinct = sorted(set(sizes.values()))
+    if len(distinct) > 1:
+        notes.append(f"{folder}: images of mixed sizes {distinct}; all centre-cropped and resized "
+                     f"to {resolution}x{resolution}")
+    elif distinct[0] != (resolution, resolution):
+        notes.append(f"{folder}: images resized from {distinct[0][0]}x{distinct[0][1]} to {resolution}x{resolution}")
+    images = np.stack([load_image(p, resolution) for p in files])
+    return PrivateSet(name, folder, text, files, images, notes)

@@ -1,0 +1,94 @@
+"""The denoising loop: seeds → images for one sampling method over a model pair.
+
+Every seed owns its initial noise (a CPU generator seeded with the seed), so a seed gives
+the same starting point for every method, shard layout and device, and the DDIM loop (η = 0)
+adds no further randomness.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import guidance
+from .io import save_png
+from .model_pair import FINETUNED, PRETRAINED, EpsRequest, ModelPair
+
+
+def initial_noise(seeds: Iterable[int], shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def method_requests(method: str, cond, uncond) -> list[EpsRequest]:
+    """Which predictions a method needs at each step (order matters for :func:`combine`)."""
+    if method == "direct":
+        return [EpsRequest(FINETUNED, cond)]
+    if method == "cfg":
+        return [EpsRequest(FINETUNED, cond), EpsRequest(FINETUNED, uncond)]
+    if method == "finextract":
+        return [EpsRequest(FINETUNED, cond), EpsRequest(PRETRAINED, uncond)]
+    if method == "finextract_uncond":
+        return [EpsRequest(FINETUNED, uncond), EpsRequest(PRETRAINED, uncond)]
+    raise ValueError(f"unknown sampling method {method!r}; expected one of {guidance.METHODS}")
+
+
+def combine(method: str, eps: list[torch.Tensor], w: float, k: float) -> torch.Tensor:
+    if method == "direct":
+        return guidance.direct_eps(eps[0])
+    if method == "cfg":
+        return guidance.cfg_eps(eps[0], eps[1], w)
+    if method == "finextract":
+        return guidance.model_guided_eps(eps[0], eps[1], w, k)
+    if method == "finextract_uncond":
+        return guidance.uncond_model_guided_eps(eps[0], eps[1], w)
+    raise ValueError(f"unknown sampling method {method!r}")
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW → uint8 NHWC."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def sample_batch(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
+                 w: float, k: float = 0.0) -> np.ndarray:
+    backbone = pair.backbone
+    device = backbone.device
+    dtype = next(backbone.unet.parameters()).dtype
+    scheduler = backbone.sampling_scheduler()
+    scheduler.set_timesteps(steps)
+    latents = initial_noise(seeds, backbone.latent_shape()).to(device, dtype) * scheduler.init_noise_sigma
+    cond = backbone.encode_captions([caption]).to(device, dtype)
+    uncond = backbone.unconditional(1).to(device, dtype)
+    requests = method_requests(method, cond, uncond)
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(latents, t)
+        eps = pair.predict(model_input, t.to(device), requests)
+        latents = scheduler.step(combine(method, eps, w, k), t, latents).prev_sample
+    return to_uint8(backbone.to_images(latents).float())
+
+
+def seed_filename(seed: int) -> str:
+    return f"seed_{seed:06d}.png"
+
+
+def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
+                     w: float, k: float, out_dir: Path, batch_size: int = 16,
+                     progress: bool = True, on_batch: Callable[[int], None] | None = None) -> list[Path]:
+    """Write one PNG per seed into ``out_dir``; seeds whose PNG exists are skipped (resume)."""
+    out_dir = Path(out_dir)
+    todo = [s for s in seeds if not (out_dir / seed_filename(s)).exists()]
+    bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{method} {out_dir.parent.name}",
+               unit="img", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        for seed, image in zip(chunk, sample_batch(pair, caption, chunk, method, steps, w, k)):
+            save_png(out_dir / seed_filename(seed), image)
+        bar.update(len(chunk))
+        if on_batch:
+            on_batch(len(chunk))
+    bar.close()
+    return [out_dir / seed_filename(s) for s in seeds]

@@ -1,0 +1,171 @@
+"""What each workflow rule does, as plain functions from input files to output files.
+
+Every function writes its outputs atomically (a temporary name, then a rename), so a killed
+job leaves either nothing or a complete output, and a rerun picks up from there.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .config import shard_seeds
+from .data import load_private_set
+from .io import save_csv, save_npy, save_png
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _fresh_tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def base_resolution(base: str) -> int:
+    """The image size a base model generates, read without loading its weights where possible."""
+    meta = Path(base) / "finextract.json"
+    if meta.exists():
+        return int(json.loads(meta.read_text())["resolution"])
+    from .backbones.loading import resolution_of
+
+    return resolution_of(base)
+
+
+# --- fine-tuning --------------------------------------------------------------------------
+def run_finetune(base: str, set_folder: str, caption: str | None, method: str, hyper: dict,
+                 out: Path, threads: int = 1, **load_options) -> None:
+    import torch
+
+    from .finetune import FinetuneConfig, finetune
+    from .models import load_base
+
+    torch.set_num_threads(threads)
+    backbone = load_base(base, **load_options)
+    private = load_private_set(Path(set_folder).name, set_folder, backbone.resolution, caption)
+    for note in private.notes:
+        print(f"note: {note}", flush=True)
+    cfg = FinetuneConfig(method=method, lr=float(hyper["lr"]),
+                         steps_per_image=int(hyper.get("steps_per_image", 200)),
+                         batch_size=int(hyper.get("batch_size", 1)), seed=int(hyper.get("seed", 0)),
+                         lora_rank=int(hyper.get("rank", 16)),
+                         lora_targets=list(hyper.get("targets", ["to_q", "to_k", "to_v", "to_out.0"])))
+    print(f"fine-tuning {method} on {private.n0} images of {set_folder} with caption {private.caption!r}: "
+          f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
+    out = Path(out)
+    tmp = _fresh_tmp_dir(out)
+    finetune(backbone, private.images, private.caption, cfg, tmp)
+    _replace_dir(tmp, out)
+
+
+# --- sampling -----------------------------------------------------------------------------
+def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str, caption: str | None,
+               method: str, w: float, k: float, steps: int, seeds: str, batch_size: int, out: Path,
+               threads: int = 1, **load_options) -> None:
+    """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``."""
+    import torch
+
+    from .data import read_caption
+    from .models import load_base, load_pair
+    from .perf import PerfRecorder
+    from .sampling import sample_to_folder
+
+    torch.set_num_threads(threads)
+    backbone = load_base(base, **load_options)
+    pair = load_pair(backbone, ft_method, ft_dir)
+    text = read_caption(Path(set_folder), caption)
+    seed_list = shard_seeds(seeds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = PerfRecorder(device=str(backbone.device))
+    with recorder:
+        sample_to_folder(pair, text, seed_list, method, steps, w, k, out, batch_size=batch_size)
+    row = recorder.row(method=method, ft=ft_method, images=len(seed_list))
+    save_csv(out / "perf.csv", pd.DataFrame([row]))
+
+
+# --- SSCD ---------------------------------------------------------------------------------
+def generated_images(image_dirs: list[str]) -> tuple[np.ndarray, list[str]]:
+    files = sorted((p for d in image_dirs for p in Path(d).glob("seed_*.png")), key=lambda p: p.name)
+    if not files:
+        raise FileNotFoundError(f"no seed_*.png images in {image_dirs}")
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
+    return images, [str(p) for p in files]
+
+
+def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, resolution: int,
+              batch_size: int, threads: int = 1, image_dirs: list[str] | None = None,
+              private_set: str | None = None, base: str | None = None) -> None:
+    from .similarity import embed_images
+
+    if private_set:
+        size = base_resolution(base) if base else 32
+        private = load_private_set(Path(private_set).name, private_set, size)
+        images, names = private.images, [str(p) for p in private.files]
+    else:
+        images, names = generated_images(image_dirs or [])
+    t0 = time.time()
+    descriptors = embed_images(images, model_spec=model, calibration=calibration,
+                               resolution=resolution, batch_size=batch_size, threads=threads)
+    print(f"embedded {len(images)} images in {time.time() - t0:.1f} s", flush=True)
+    save_npy(out, descriptors.astype(np.float32))
+    save_csv(order_out, pd.DataFrame({"row": range(len(names)), "file": names}))
+
+
+# --- clustering ---------------------------------------------------------------------------
+def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Path) -> None:
+    from .clustering import extract_clusters
+
+    descriptors = np.load(embeddings)
+    files = pd.read_csv(order)["file"].tolist()
+    similarity = descriptors @ descriptors.T
+    t0 = time.time()
+    result = extract_clusters(similarity, n0, time_cap_s=time_cap)
+    seconds = time.time() - t0
+    out = Path(out)
+    tmp = _fresh_tmp_dir(out)
+    assignments = result.assignments()
+    assignments["file"] = [files[i] for i in assignments["image"]]
+    save_csv(tmp / "assignments.csv", assignments)
+    save_csv(tmp / "thresholds.csv", result.trials)
+    centers = pd.DataFrame({"rank": range(len(result.centers)), "image": result.centers,
+                            "file": [files[i] for i in result.centers]})
+    save_csv(tmp / "centers.csv", centers)
+    (tmp / "extracted").mkdir()
+    for rank, index in enumerate(result.centers):
+        shutil.copyfile(files[index], tmp / "extracted" / f"{rank:03d}_{Path(files[index]).name}")
+    (tmp / "summary.json").write_text(json.dumps({
+        "n0": n0, "n_generated": len(files), "threshold": float(result.threshold),
+        "thresholds_tried": int(len(result.trials)), "seconds": round(seconds, 3)}, indent=2))
+    _replace_dir(tmp, out)
+    print(f"clustered {len(files)} images into {n0} cliques at phi = {result.threshold:.4f} "
+          f"({len(result.trials)} thresholds, {seconds:.2f} s)", flush=True)
+
+
+# --- metrics ------------------------------------------------------------------------------
+def run_score(private: Path, private_order: Path, generated: Path, clusters: Path, taus: list[float],
+              set_name: str, ft: str, method: str, out: Path) -> None:
+    from .metrics import best_match, score_extraction
+
+    private_desc = np.load(private)
+    generated_desc = np.load(generated)
+    centers = pd.read_csv(Path(clusters) / "centers.csv")
+    extracted_desc = generated_desc[centers["image"].to_numpy()]
+    scores = score_extraction(private_desc, extracted_desc, generated=generated_desc, taus=tuple(taus))
+    best_sim, best_index = best_match(private_desc, extracted_desc)
+    row = {"set": set_name, "ft": ft, "method": method, "n_generated": len(generated_desc), **scores}
+    save_csv(out, pd.DataFrame([row]))
+    matches = pd.DataFrame({"private": pd.read_csv(private_order)["file"],
+                            "extracted": centers["file"].to_numpy()[best_index], "similarity": best_sim})
+    save_csv(Path(out).with_suffix(".matches.csv"), matches)

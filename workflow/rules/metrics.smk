@@ -1,0 +1,49 @@
+# Scores against the private set (AS, A-ESR), one CSV per combination, then the Table-1 summary.
+
+
+rule score:
+    input:
+        private=f"{RESULTS}/embeddings/private/{{set}}.npy",
+        private_order=f"{RESULTS}/embeddings/private/{{set}}.order.csv",
+        generated=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
+        clusters=f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}",
+    output:
+        f"{RESULTS}/metrics/{{set}}/{{ft}}/{{method}}.csv",
+    params:
+        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+    log:
+        f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
+    localrule: True
+    shell:
+        "{FX} score --private {input.private} --private-order {input.private_order} "
+        "--generated {input.generated} --clusters {input.clusters} --taus {params.taus} "
+        "--set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} --out {output} "
+        "2>&1 | tee {log}"
+
+
+rule summary:
+    input:
+        [f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in COMBOS],
+    output:
+        csv=f"{RESULTS}/summary/table1.csv",
+        md=f"{RESULTS}/summary/table1.md",
+        all=f"{RESULTS}/summary/all_metrics.csv",
+    localrule: True
+    shell:
+        "{FX} summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
+        "--out-all {output.all} --extracted-root {RESULTS}/clusters"
+
+
+rule extracted_grid:
+    input:
+        metrics=[f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in COMBOS],
+        clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in COMBOS],
+    output:
+        f"{RESULTS}/summary/extracted_grid.png",
+    params:
+        sets=" ".join(f"{name}={spec['folder']}" for name, spec in config["private_sets"].items()),
+        base=config["base_model"],
+    localrule: True
+    shell:
+        "{FX} grid --metrics {input.metrics} --sets {params.sets} --base {params.base} "
+        "--results {RESULTS} --out {output}"
