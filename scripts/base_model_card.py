@@ -1,0 +1,101 @@
+"""Figures and numbers for the base model's card: loss curve, a sample grid, caption fidelity.
+
+    .venv/bin/python scripts/base_model_card.py --model resources/base --loss results/pretrain/loss.csv \
+        --corpus results/corpus --out resources/base
+
+Caption fidelity: for 16 in-corpus captions "X, <style>", the mean SSCD similarity between a sample
+and the real image of X in that style, against the same for mismatched X (chance level).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from finextract.backbones.tiny import load_base
+from finextract.corpus.build import image_grid
+from finextract.io import save_json, save_png
+from finextract.model_pair import SingleModel
+from finextract.sampling import sample_batch
+
+
+def pick_captions(captions: pd.DataFrame, n: int = 16) -> pd.DataFrame:
+    """n rows spread over concepts, cycling through the styles."""
+    concepts = captions["concept"].drop_duplicates().tolist()
+    styles = sorted(captions["style"].unique())
+    picks = np.linspace(0, len(concepts) - 1, n).round().astype(int)
+    rows = []
+    for i, c in enumerate(picks):
+        style = styles[i % len(styles)]
+        rows.append(captions[(captions["concept"] == concepts[c]) & (captions["style"] == style)].iloc[0])
+    return pd.DataFrame(rows)
+
+
+def loss_plot(loss_csv: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = pd.read_csv(loss_csv)
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    ax.plot(loss["step"], loss["loss"], alpha=0.25, lw=0.5, label="per step")
+    ax.plot(loss["step"], loss["loss"].rolling(200, min_periods=1).mean(), lw=1.5, label="mean of 200")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("min-SNR-weighted v loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="resources/base")
+    parser.add_argument("--loss", default="results/pretrain/loss.csv")
+    parser.add_argument("--corpus", default="results/corpus")
+    parser.add_argument("--out", default="resources/base")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--cfg", type=float, default=2.0)
+    parser.add_argument("--seeds", type=int, default=4, help="samples per caption")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    backbone = load_base(args.model)
+    captions = pd.read_csv(Path(args.corpus) / "captions.csv")
+    corpus = np.load(Path(args.corpus) / "images.npy")
+    chosen = pick_captions(captions)
+    pair = SingleModel(backbone)
+    samples, reals = [], []
+    for _, row in chosen.iterrows():
+        images = sample_batch(pair, row["caption"], list(range(args.seeds)), "cfg", args.steps, args.cfg)
+        samples.append(images)
+        reals.append(corpus[int(row["index"])])
+    # grid: per caption, the real image then the samples
+    tiles = np.concatenate([np.concatenate([real[None], s]) for real, s in zip(reals, samples)])
+    save_png(out / "samples.png", image_grid(tiles, columns=args.seeds + 1))
+    if Path(args.loss).exists():
+        loss_plot(Path(args.loss), out / "loss.png")
+
+    from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
+
+    sample_desc = embed_images(np.concatenate(samples), DEFAULT_MODEL, DEFAULT_CALIBRATION, progress=False)
+    real_desc = embed_images(np.stack(reals), DEFAULT_MODEL, DEFAULT_CALIBRATION, progress=False)
+    sim = sample_desc.reshape(len(reals), args.seeds, -1) @ real_desc.T  # [caption, seed, real]
+    matched = np.mean([sim[i, :, i].mean() for i in range(len(reals))])
+    mismatched = np.mean([sim[i, :, j].mean() for i in range(len(reals)) for j in range(len(reals)) if i != j])
+    wins = np.mean([(sim[i, :, i][:, None] > np.delete(sim[i], i, axis=1)).mean() for i in range(len(reals))])
+    fidelity = {"captions": chosen["caption"].tolist(), "matched_mean_sscd": float(matched),
+                "mismatched_mean_sscd": float(mismatched), "matched_beats_mismatched_share": float(wins),
+                "sampler": f"DDIM {args.steps} steps, CFG {args.cfg}, seeds 0..{args.seeds - 1}",
+                "sscd": f"{DEFAULT_MODEL} + {DEFAULT_CALIBRATION}"}
+    save_json(out / "caption_fidelity.json", fidelity)
+    print(json.dumps(fidelity, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The whole workflow through Snakemake on the smoke config, and what reruns after a change."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "2"]
+
+
+def smoke_config(tmp_path: Path, **overrides) -> Path:
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    for key, value in overrides.items():
+        node = config
+        *parents, last = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[last] = value
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(*args, check=True):
+    result = subprocess.run(SNAKEMAKE + list(args), cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_jobs(configfile: Path) -> dict[str, int]:
+    """Job counts per rule of a dry run."""
+    out = snakemake("-n", "--configfile", str(configfile), "--quiet", "rules").stdout
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_default_config_plans_the_full_grid():
+    out = snakemake("-n", "--quiet", "rules").stdout
+    # 2 sets x (2 fine-tuning methods x 3 methods + control) = 14 scored combinations, 4 fine-tunings
+    assert "finetune              4" in out or " 4" in out.split("finetune", 1)[1].splitlines()[0]
+    assert "score" in out and "14" in out.split("score", 1)[1].splitlines()[0]
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
+    config = smoke_config(tmp_path)
+    run = snakemake("--configfile", str(config))
+    results = tmp_path / "results"
+    table = pd.read_csv(results / "summary" / "table1.csv")
+    assert {"FineXtract", "CFG+Clustering", "Direct Text2img+Clustering"} <= set(table["method"])
+    assert (results / "summary" / "extracted_grid.png").exists()
+    assert "FineXtract" in run.stdout + run.stderr  # the summary is printed at the end
+    for set_name, n0 in (("openmoji-style", 10), ("wesnoth-drake", 5)):
+        extracted = list((results / "clusters" / set_name / "lora" / "finextract" / "extracted").glob("*.png"))
+        assert len(extracted) == n0  # exactly N0 images, always
+
+    # Nothing to do on a rerun.
+    assert planned_jobs(config) == {}
+
+    # Changing w' reruns sampling and what follows for that method only, never fine-tuning.
+    changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})
+    plan = planned_jobs(changed_w)
+    assert "finetune" not in plan
+    assert plan["sample_shard"] == 4  # finextract x {dreambooth, lora} x 2 sets, one shard each
+    assert plan["score"] == 4
+
+    # Changing a fine-tuning hyperparameter reruns from fine-tuning.
+    changed_lr = smoke_config(tmp_path, **{"finetune.lora.lr": 2.0e-3})
+    plan = planned_jobs(changed_lr)
+    assert plan["finetune"] == 2  # LoRA on both sets
+    assert plan["sample_shard"] == 6  # three methods x two sets
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    empty = tmp_path / "empty-set"
+    (empty / "images").mkdir(parents=True)
+    config = smoke_config(tmp_path, **{"private_sets": {"broken": {"folder": str(empty)}}})
+    result = snakemake("-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "private_sets.broken" in result.stderr + result.stdout
+    assert "no images" in result.stderr + result.stdout
+
+    negative_w = smoke_config(tmp_path, **{"sampling.methods.cfg.w": -1.0})
+    result = snakemake("-n", "--configfile", str(negative_w), check=False)
+    assert result.returncode != 0 and "must be > 0" in result.stderr + result.stdout
