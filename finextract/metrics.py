@@ -1,0 +1,74 @@
+"""Extraction scores (paper Sec. 3): Average Similarity (Eq. 1) and A-ESR (Eq. 2).
+
+All functions take descriptor matrices with one L2-normalised row per image (SSCD outputs), so a
+dot product is the cosine similarity. Rows that are not unit length are rejected rather than
+silently scored: an unnormalised matrix would inflate or deflate every number here.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_NORM_TOLERANCE = 1e-2  # loose enough for float16 descriptors, tight enough to catch raw features
+
+
+def _descriptors(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (n_images, dim) matrix, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1)
+    worst = int(np.argmax(np.abs(norms - 1.0)))
+    if abs(norms[worst] - 1.0) > _NORM_TOLERANCE:
+        raise ValueError(f"{name} rows must be L2-normalised; row {worst} has norm {norms[worst]:.4g}")
+    return x
+
+
+def similarity_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarities, shape (len(a), len(b))."""
+    a, b = _descriptors(a, "a"), _descriptors(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptor dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    return a @ b.T
+
+
+def best_match(private: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each private image, the highest similarity to any generated image, and which one (first on ties)."""
+    sims = similarity_matrix(private, generated)
+    best = sims.argmax(axis=1)
+    return sims[np.arange(len(sims)), best], best
+
+
+def average_similarity(private: np.ndarray, extracted: np.ndarray) -> float:
+    """AS (Eq. 1): mean over private images of the best similarity to an extracted image."""
+    return float(best_match(private, extracted)[0].mean())
+
+
+def extraction_success_rate(private: np.ndarray, extracted: np.ndarray, tau: float) -> float:
+    """A-ESR (Eq. 2): share of private images whose best match is *strictly* above ``tau``."""
+    return float((best_match(private, extracted)[0] > tau).mean())
+
+
+def _tau_key(tau: float) -> str:
+    return f"A-ESR@{tau:g}"
+
+
+def score_extraction(private: np.ndarray, extracted: np.ndarray, generated: np.ndarray | None = None,
+                     taus: Sequence[float] = (0.6, 0.7)) -> dict[str, float]:
+    """AS and A-ESR of an extracted set; with ``generated``, also the no-clustering upper bound.
+
+    The upper bound scores *all* generated images as if clustering had picked, for every private
+    image, its best generated match: no choice of N0 images from ``generated`` can beat it, so the
+    gap to it is what clustering loses.
+    """
+    best, _ = best_match(private, extracted)
+    scores: dict[str, float] = {"AS": float(best.mean())}
+    scores.update({_tau_key(tau): float((best > tau).mean()) for tau in taus})
+    if generated is not None:
+        upper, _ = best_match(private, generated)
+        scores["upper_AS"] = float(upper.mean())
+        scores.update({f"upper_{_tau_key(tau)}": float((upper > tau).mean()) for tau in taus})
+    scores["n_extracted"] = int(np.asarray(extracted).shape[0])
+    return scores
