@@ -77,3 +77,13 @@ def test_same_seed_same_image_across_methods_start(tiny_backbone):
     a = sample_batch(pair, "x", [5, 6], "direct", steps=3, w=1.0)
     b = sample_batch(pair, "x", [6], "direct", steps=3, w=1.0)
     assert np.array_equal(a[1], b[0])  # a seed's image does not depend on its batch-mates
+
+
+def test_first_ddim_step_keeps_the_k_term_bounded(tiny_backbone):
+    """The k-term adds k/sqrt(alpha_bar_t) * x to DDIM's x0 prediction: it must stay O(1), as on SD."""
+    scheduler = tiny_backbone.sampling_scheduler()
+    for steps in (20, 50):
+        scheduler.set_timesteps(steps)
+        first = int(scheduler.timesteps[0])
+        alpha = float(scheduler.alphas_cumprod[first].sqrt())
+        assert 0.02 / alpha < 0.5, (steps, first, alpha)

@@ -48,6 +48,8 @@ class Backbone:
     scheduler_config: dict[str, Any]
     resolution: int
     name: str = "backbone"
+    # DDIM settings a backbone needs beyond its training scheduler's config (see TinyPixelBackbone).
+    sampling_overrides: dict[str, Any] = {}
 
     # --- captions -------------------------------------------------------------------
     def encode_captions(self, captions: list[str]) -> Conditioning:
@@ -77,10 +79,10 @@ class Backbone:
         return DDPMScheduler.from_config(self.scheduler_config)
 
     def sampling_scheduler(self, **overrides: Any) -> DDIMScheduler:
-        """A DDIM scheduler that consumes ε (guidance always combines noise predictions)."""
+        """A DDIM scheduler (η = 0) that consumes ε: guidance always combines noise predictions."""
         config = dict(self.scheduler_config)
-        config.update(prediction_type="epsilon", clip_sample=False, set_alpha_to_one=True,
-                      timestep_spacing="trailing")
+        config.update(self.sampling_overrides)
+        config.update(prediction_type="epsilon")
         config.update(overrides)
         return DDIMScheduler.from_config(config)
 
