@@ -37,8 +37,18 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _load_options(args: argparse.Namespace) -> dict:
-    return {"kind": args.base_kind, "precision": args.precision, "device": args.device,
-            "allow_pickle": args.allow_pickle}
+    options = {"kind": args.base_kind, "precision": args.precision, "device": args.device,
+               "allow_pickle": args.allow_pickle}
+    options.update({k: getattr(args, k) for k in ("config", "variant", "resolution")
+                    if getattr(args, k, None) is not None})
+    return options
+
+
+def _finetuned_options(args: argparse.Namespace) -> dict:
+    options = {"allow_pickle": args.allow_pickle} if args.allow_pickle else {}
+    if getattr(args, "lora_weight_name", None):
+        options["weight_name"] = args.lora_weight_name
+    return options
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -55,7 +65,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
-               threads=args.threads, **_load_options(args))
+               threads=args.threads, ft_options=_finetuned_options(args), **_load_options(args))
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -102,6 +112,10 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle-based .ckpt/.bin files")
+    p.add_argument("--config", default=None, help="component configs for a single-file base model")
+    p.add_argument("--variant", default=None, help="weight variant of a hub repo, e.g. fp16")
+    p.add_argument("--lora-weight-name", default=None, help="which weight file of a LoRA folder/repo")
+    p.add_argument("--resolution", type=int, default=None, help="generate at this size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(p)
     p.add_argument("--ft-dir", default=None)
     p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora", "none"])
-    p.add_argument("--set-folder", required=True)
+    p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
     p.add_argument("--caption", default=None)
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
     p.add_argument("--w", type=float, default=1.0)
@@ -195,9 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="picture: private images beside their best extracted images")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--sets", nargs="*", default=[])
-    p.add_argument("--base", default=None)
-    p.add_argument("--results", default="results")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_grid)
     return parser

@@ -119,3 +119,103 @@ def check_config(config: dict, resolution: int | None = None) -> dict[str, int]:
     except ValueError as error:
         raise ConfigError(f"sscd.model: {error}") from error
     return n0
+
+
+# --- one plan for both modes ---------------------------------------------------------------
+@dataclass
+class AttackTarget:
+    """One row group of the results: a private set we fine-tune on, or a published checkpoint.
+
+    ``finetuned`` maps a fine-tuning method to an existing checkpoint (real-world mode); when it is
+    empty, the workflow fine-tunes ``base`` itself on ``images``.
+    """
+
+    name: str
+    base: str
+    caption: str | None
+    images: str | None
+    n0: int
+    ft_methods: list[str]
+    methods: dict
+    sampling: dict
+    finetuned: dict[str, str]
+    load_options: dict
+
+    @property
+    def realworld(self) -> bool:
+        return bool(self.finetuned)
+
+
+SAMPLING_DEFAULTS = {"n_per_image": 50, "steps": 50, "seed_offset": 0, "shard_size": 100, "batch_size": 25}
+
+
+def is_realworld(config: dict) -> bool:
+    return "targets" in config
+
+
+def _finetuned_kind(spec: str) -> tuple[str, str]:
+    return ("lora", spec[len("lora:"):]) if spec.startswith("lora:") else ("dreambooth", spec)
+
+
+def attack_targets(config: dict, n0: dict[str, int] | None = None) -> dict[str, AttackTarget]:
+    if not is_realworld(config):
+        sampling = {**SAMPLING_DEFAULTS, **config["sampling"]}
+        options = {"allow_pickle": bool(config.get("allow_pickle", False)),
+                   "base_kind": config.get("base_kind", "auto"), "precision": config.get("precision", "auto"),
+                   "device": config.get("device", "auto")}
+        return {name: AttackTarget(name, config["base_model"], spec.get("caption"), spec["folder"],
+                                   (n0 or {}).get(name, 0), enabled_ft_methods(config),
+                                   config["sampling"]["methods"], sampling, {}, options)
+                for name, spec in config["private_sets"].items()}
+    defaults = config.get("defaults", {})
+    out = {}
+    for target in config["targets"]:
+        merged = {**defaults, **target}
+        ft, spec = _finetuned_kind(merged["finetuned"])
+        sampling = {**SAMPLING_DEFAULTS, **{k: merged[k] for k in SAMPLING_DEFAULTS if k in merged}}
+        options = {"allow_pickle": bool(merged.get("allow_pickle", False)),
+                   "base_kind": merged.get("kind", "auto"), "precision": merged.get("precision", "auto"),
+                   "device": merged.get("device", "auto")}
+        for key in ("config", "variant", "lora_weight_name", "resolution"):
+            if merged.get(key) is not None:
+                options[key] = merged[key]
+        out[merged["name"]] = AttackTarget(merged["name"], merged["pretrained"], merged["caption"],
+                                           merged.get("images"), int(merged["n0"]), [ft],
+                                           merged.get("methods", {"direct": {}, "cfg": {}, "finextract": {}}),
+                                           sampling, {ft: spec}, options)
+    return out
+
+
+def target_combos(targets: dict[str, AttackTarget], control: bool = True) -> list[Combo]:
+    out = [Combo(t.name, ft, method) for t in targets.values() for ft in t.ft_methods for method in t.methods]
+    if control:
+        out += [Combo(t.name, CONTROL_FT, CONTROL_METHOD) for t in targets.values()]
+    return out
+
+
+def target_guidance(target: AttackTarget, method: str, ft: str) -> tuple[float, float]:
+    return guidance_params({"sampling": {"methods": target.methods}}, method, ft)
+
+
+def check_realworld(config: dict) -> dict[str, AttackTarget]:
+    """Checks that need no model download: names unique, w' > 0, scoring folders load."""
+    targets = attack_targets(config)
+    if len(targets) != len(config["targets"]):
+        raise ConfigError("targets: names must be unique")
+    for target in targets.values():
+        for method in target.methods:
+            w, _ = target_guidance(target, method, target.ft_methods[0])
+            if w <= 0:
+                raise ConfigError(f"targets.{target.name}.methods.{method}.w = {w}: w' must be > 0")
+        if target.n0 < 2:
+            raise ConfigError(f"targets.{target.name}.n0 = {target.n0}: need at least 2 training images")
+        if target.images and not Path(target.images).exists():
+            print(f"warning: targets.{target.name}.images: {target.images} does not exist; "
+                  "this target is sampled and clustered but not scored", flush=True)
+            target.images = None
+        if target.images:
+            try:
+                load_private_set(target.name, target.images, 32, target.caption or "-")
+            except ValueError as error:
+                raise ConfigError(f"targets.{target.name}.images: {error}") from error
+    return targets

@@ -22,8 +22,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def load_base(spec: str, kind: str = "auto", precision: str = "auto", device: str = "auto",
-              allow_pickle: bool = False) -> Backbone:
-    """Load the pretrained model θ as a backbone."""
+              allow_pickle: bool = False, **sd_options) -> Backbone:
+    """Load the pretrained model θ as a backbone (``sd_options``: config, variant, resolution)."""
     target = pick_device(device)
     if kind == "tiny" or (kind == "auto" and is_tiny_model(spec)):
         return load_tiny_base(spec, device=target)
@@ -31,18 +31,19 @@ def load_base(spec: str, kind: str = "auto", precision: str = "auto", device: st
         raise FileNotFoundError(f"{spec}: not a tiny-world model folder")
     from .backbones.loading import load_backbone
 
-    return load_backbone(spec, kind=kind, precision=precision, device=str(target), allow_pickle=allow_pickle)
+    return load_backbone(spec, kind=kind, precision=precision, device=str(target), allow_pickle=allow_pickle,
+                         **sd_options)
 
 
-def load_pair(backbone: Backbone, ft_method: str, ft_dir: str | Path | None) -> ModelPair:
+def load_pair(backbone: Backbone, ft_method: str, ft_dir: str | Path | None, **options) -> ModelPair:
     """θ' next to θ: DreamBooth as a second UNet, LoRA as an adapter, 'none' as θ itself."""
     if ft_method == "none":
         return SingleModel(backbone)
     if ft_dir is None:
         raise ValueError(f"fine-tuning method {ft_method!r} needs a fine-tuned checkpoint")
     if ft_method == "dreambooth":
-        return TwoUNetPair(backbone, backbone.load_dreambooth_unet(ft_dir))
+        return TwoUNetPair(backbone, backbone.load_dreambooth_unet(ft_dir, **options))
     if ft_method == "lora":
-        backbone.load_lora(ft_dir, adapter_name="finetuned")
+        backbone.load_lora(ft_dir, adapter_name="finetuned", **options)
         return LoraPair(backbone, "finetuned")
     raise ValueError(f"unknown fine-tuning method {ft_method!r}")

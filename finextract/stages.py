@@ -70,9 +70,9 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
 
 
 # --- sampling -----------------------------------------------------------------------------
-def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str, caption: str | None,
+def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | None, caption: str | None,
                method: str, w: float, k: float, steps: int, seeds: str, batch_size: int, out: Path,
-               threads: int = 1, **load_options) -> None:
+               threads: int = 1, ft_options: dict | None = None, **load_options) -> None:
     """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``."""
     import torch
 
@@ -83,8 +83,8 @@ def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str, c
 
     torch.set_num_threads(threads)
     backbone = load_base(base, **load_options)
-    pair = load_pair(backbone, ft_method, ft_dir)
-    text = read_caption(Path(set_folder), caption)
+    pair = load_pair(backbone, ft_method, ft_dir, **(ft_options or {}))
+    text = caption if caption is not None else read_caption(Path(set_folder), None)
     seed_list = shard_seeds(seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,3 +95,13 @@ def test_bad_config_fails_before_any_job(tmp_path):
     negative_w = smoke_config(tmp_path, **{"sampling.methods.cfg.w": -1.0})
     result = snakemake("-n", "--configfile", str(negative_w), check=False)
     assert result.returncode != 0 and "must be > 0" in result.stderr + result.stdout
+
+
+def test_realworld_template_validates_and_plans_sampling_for_every_target():
+    out = snakemake("-n", "--configfile", str(REPO / "config" / "realworld.yaml"), "--quiet", "rules").stdout
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in out.splitlines())
+              if len(p) == 2 and p[1].isdigit()}
+    targets = yaml.safe_load((REPO / "config" / "realworld.yaml").read_text())["targets"]
+    assert "finetune" not in counts  # real-world mode never fine-tunes
+    assert counts["cluster"] == len(targets) * 4  # direct, cfg, finextract + the base-model control row
+    assert counts["sample_shard"] > counts["cluster"]

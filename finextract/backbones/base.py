@@ -143,7 +143,7 @@ class Backbone:
         with atomic_path(out_dir / "lora_config.json") as tmp:
             tmp.write_text(json.dumps({"rank": rank, "alpha": rank, "targets": list(targets)}, indent=2))
 
-    def load_lora(self, path, adapter_name: str = "finetuned") -> None:
+    def load_lora(self, path, adapter_name: str = "finetuned", **_options) -> None:
         """Attach a LoRA written by :meth:`save_lora` to ``self.unet`` under ``adapter_name``."""
         import json
         from pathlib import Path
@@ -175,7 +175,7 @@ class Backbone:
             raise ValueError(f"{weights}: keys the base UNet does not have, e.g. {unexpected[:3]}")
         self.unet.eval()
 
-    def load_dreambooth_unet(self, path) -> torch.nn.Module:
+    def load_dreambooth_unet(self, path, **_options) -> torch.nn.Module:
         """Load a fine-tuned UNet folder (or a model folder holding ``unet/``) that matches the base."""
         from pathlib import Path
 

@@ -5,14 +5,13 @@ import json
 
 rule finetune:
     input:
-        images=lambda wc: sorted(glob.glob(f"{set_folder(wc)}/images/*")),
+        images=private_images,
     output:
         directory(f"{RESULTS}/finetune/{{set}}/{{ft,dreambooth|lora}}"),
     params:
         hyper=lambda wc: json.dumps(finetune_params(wc.ft), sort_keys=True),
-        folder=set_folder,
-        caption=set_caption_arg,
-        base=config["base_model"],
+        caption=caption_args,
+        load=load_args,
     log:
         f"{RESULTS}/logs/finetune/{{set}}/{{ft}}.log",
     threads: 1
@@ -21,6 +20,6 @@ rule finetune:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{FX} finetune --base {params.base} --set-folder {params.folder} {params.caption} "
+        "{FX} finetune {params.load} {params.caption} "
         "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output} "
         "2>&1 | tee {log}"

@@ -23,7 +23,7 @@ rule score:
 
 rule summary:
     input:
-        [f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in COMBOS],
+        [f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
     output:
         csv=f"{RESULTS}/summary/table1.csv",
         md=f"{RESULTS}/summary/table1.md",
@@ -36,14 +36,11 @@ rule summary:
 
 rule extracted_grid:
     input:
-        metrics=[f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in COMBOS],
-        clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in COMBOS],
+        metrics=[f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
+        clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in SCORED],
     output:
         f"{RESULTS}/summary/extracted_grid.png",
     params:
-        sets=" ".join(f"{name}={spec['folder']}" for name, spec in config["private_sets"].items()),
-        base=config["base_model"],
     localrule: True
     shell:
-        "{FX} grid --metrics {input.metrics} --sets {params.sets} --base {params.base} "
-        "--results {RESULTS} --out {output}"
+        "{FX} grid --metrics {input.metrics} --out {output}"

@@ -8,13 +8,12 @@ rule sample_shard:
     output:
         directory(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
     params:
-        guidance=lambda wc: fxconfig.guidance_params(config, wc.method, wc.ft),
-        steps=SAMPLING["steps"],
-        batch_size=SAMPLING["batch_size"],
-        folder=set_folder,
-        caption=set_caption_arg,
-        base=config["base_model"],
-        ft_arg=lambda wc, input: f"--ft-dir {input.finetuned}" if input.finetuned else "",
+        guidance=guidance,
+        steps=lambda wc: target(wc).sampling["steps"],
+        batch_size=lambda wc: target(wc).sampling["batch_size"],
+        caption=caption_args,
+        load=load_args,
+        finetuned=finetuned_arg,
     log:
         f"{RESULTS}/logs/samples/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
     threads: 1
@@ -23,8 +22,7 @@ rule sample_shard:
         mem_mb=3000,
         runtime=60,
     shell:
-        "{FX} sample --base {params.base} {params.ft_arg} --ft-method {wildcards.ft} "
-        "--set-folder {params.folder} {params.caption} --method {wildcards.method} "
-        "--w {params.guidance[0]} --k {params.guidance[1]} --steps {params.steps} "
-        "--seeds {wildcards.shard} --batch-size {params.batch_size} --threads {threads} "
-        "--out {output} 2>&1 | tee {log}"
+        "{FX} sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
+        "--method {wildcards.method} --w {params.guidance[0]} --k {params.guidance[1]} "
+        "--steps {params.steps} --seeds {wildcards.shard} --batch-size {params.batch_size} "
+        "--threads {threads} --out {output} 2>&1 | tee {log}"
