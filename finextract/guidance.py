@@ -1,7 +1,9 @@
 """How the sampling methods combine noise predictions. Pure tensor arithmetic, no models.
 
 Notation follows the paper: θ is the pretrained model, θ' the fine-tuned one, c the
-fine-tuning caption, w' the guidance scale and k the correction-term scale.
+fine-tuning caption, w' the guidance scale and k the correction-term scale. The inputs are the
+UNets' predictions in their own parametrisation: ε for ε-models (the paper's Stable Diffusion), v for
+v-prediction models (SD 2.x 768, the tiny world), as diffusers pipelines apply CFG.
 """
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ class ModelPair:
         b = latents.shape[0]
         stacked = latents.repeat(len(conds), *([1] * (latents.ndim - 1)))
         cond = Conditioning.cat([c.repeat(b) for c in conds])
-        eps = self.backbone.predict_eps(unet, stacked, t, cond, **kwargs)
-        return list(eps.split(b))
+        prediction = self.backbone.predict(unet, stacked, t, cond, **kwargs)
+        return list(prediction.split(b))
 
 
 class SingleModel(ModelPair):

@@ -30,13 +30,20 @@ class OracleUNet(torch.nn.Module):
         return Output()
 
 
-@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
-@pytest.mark.parametrize("method", ["direct", "cfg", "finextract"])
-def test_ddim_with_an_exact_denoiser_returns_the_training_image(prediction_type, method):
+def oracle_backbone(prediction_type):
     backbone = make_tiny_backbone(prediction_type=prediction_type)
     target = emoji_like_images(1, seed=1)
     x0 = backbone.to_latents(torch.from_numpy(target).permute(0, 3, 1, 2).float() / 127.5 - 1)
     backbone.unet = OracleUNet(x0, backbone.training_scheduler().alphas_cumprod, prediction_type)
+    return backbone, target
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+@pytest.mark.parametrize("method", ["direct", "cfg", "finextract"])
+def test_ddim_with_an_exact_denoiser_returns_the_training_image(prediction_type, method):
+    backbone, target = oracle_backbone(prediction_type)
     # k = 0: all predictions agree, so every guidance formula must reduce to the exact denoiser
     images = sample_batch(SingleModel(backbone), "x", [0, 1], method, steps=10, w=3.0, k=0.0)
-    assert np.abs(images.astype(int) - target.astype(int)).max() <= 1
+    error = np.abs(images.astype(int) - target.astype(int))
+    # the last DDIM step lands on t = 0, whose noise level sqrt(1 - alpha_bar_0) is ~0.006, not 0
+    assert error.mean() < 1.0 and error.max() <= 6, (error.mean(), error.max())

@@ -79,10 +79,15 @@ class Backbone:
         return DDPMScheduler.from_config(self.scheduler_config)
 
     def sampling_scheduler(self, **overrides: Any) -> DDIMScheduler:
-        """A DDIM scheduler (η = 0) that consumes ε: guidance always combines noise predictions."""
+        """A DDIM scheduler (η = 0) for the UNet's own parametrisation (ε or v).
+
+        Guidance combines predictions in that parametrisation, as diffusers pipelines do for CFG.
+        Terms whose weights sum to 1 give the same update in ε or v; the paper's k-term does not:
+        in ε it adds k·x_t/sqrt(alpha_bar_t) to DDIM's x0 estimate, which at the first trailing step of a
+        cosine schedule (sqrt(alpha_bar) = 0.0016) turns every sample into noise; in v it is a 2 % rescale.
+        """
         config = dict(self.scheduler_config)
         config.update(self.sampling_overrides)
-        config.update(prediction_type="epsilon")
         config.update(overrides)
         return DDIMScheduler.from_config(config)
 
@@ -105,6 +110,12 @@ class Backbone:
         if kind == "sample":
             return (latents - alpha * output) / sigma
         raise ValueError(f"unsupported prediction_type {kind!r}")
+
+    def predict(self, unet: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor,
+                cond: Conditioning, **kwargs: Any) -> torch.Tensor:
+        """The UNet's prediction in its own parametrisation (what sampling and guidance use)."""
+        t = t.expand(latents.shape[0]) if t.ndim else t.repeat(latents.shape[0])
+        return self.unet_output(unet, latents, t, cond, **kwargs)
 
     def predict_eps(self, unet: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor,
                     cond: Conditioning, **kwargs: Any) -> torch.Tensor:

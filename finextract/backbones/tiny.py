@@ -46,13 +46,9 @@ def build_unet(resolution: int = 32, unshuffle: int = 2, **overrides: Any) -> UN
 
 class TinyPixelBackbone(Backbone):
     name = "tiny"
-    # Leading spacing starts DDIM at t = 951 (20 steps) rather than 999: on the cosine schedule
-    # sqrt(alpha_bar) is 0.078 there but 0.0016 at t = 999, and the paper's k-term (weights summing
-    # to 1 + k) divides by it when DDIM predicts x0 — at t = 999 that turns samples into noise. This
-    # matches Stable Diffusion, whose first DDIM step also sits at sqrt(alpha_bar) ~ 0.07.
-    # Clipping x0 to the image range is the usual guard for pixel-space models.
-    sampling_overrides = {"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": True,
-                          "clip_sample": True, "clip_sample_range": 1.0}
+    # Trailing spacing starts DDIM at t = 999, where the cosine schedule is (almost) pure noise, as the
+    # initial latents are; "leading" (t = 951 for 20 steps) gave blotchy, boxy samples on this model.
+    sampling_overrides = {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": False}
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict[str, Any],
                  resolution: int = 32, unshuffle: int = 2):
