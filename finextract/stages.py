@@ -52,6 +52,9 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
     from .models import load_base
 
     torch.set_num_threads(threads)
+    if load_options.get("precision", "auto") in ("auto", "fp16"):
+        # AdamW updates at the paper's lr 2e-6 underflow in fp16 weights: fine-tune in fp32, as the authors did
+        load_options = {**load_options, "precision": "fp32"}
     backbone = load_base(base, **load_options)
     private = load_private_set(Path(set_folder).name, set_folder, backbone.resolution, caption)
     for note in private.notes:
