@@ -66,7 +66,7 @@ def test_builds_a_small_corpus_from_the_real_packages(tmp_path):
     assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
     assert [r["style"] for r in rows[:4]] == list(emoji.PRETRAINING_STYLES)
     assert all(r["caption"] == caption_for(r["concept"], r["style"]) for r in rows)
-    # rendered on white: corners are white, the middle is not
+    # rendered on white: corners are white, and every image has a drawing on it
     assert (images[:, 0, 0] > 240).all()
-    assert (images[:, 12:20, 12:20].reshape(12, -1).min(axis=1) < 200).all()
+    assert (images.reshape(12, -1).min(axis=1) < 200).all()
     assert {Path(r["source"]).parts[1] for r in rows} <= {p.key for p in pk.PRETRAINING_PACKAGES}

@@ -35,9 +35,10 @@ def snakemake(*args, check=True):
     return result
 
 
-def planned_jobs(configfile: Path) -> dict[str, int]:
+def planned_jobs(configfile: Path | None) -> dict[str, int]:
     """Job counts per rule of a dry run."""
-    out = snakemake("-n", "--configfile", str(configfile), "--quiet", "rules").stdout
+    args = ["--configfile", str(configfile)] if configfile else []
+    out = snakemake("-n", *args, "--quiet", "rules").stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()
@@ -47,10 +48,11 @@ def planned_jobs(configfile: Path) -> dict[str, int]:
 
 
 def test_default_config_plans_the_full_grid():
-    out = snakemake("-n", "--quiet", "rules").stdout
+    plan = planned_jobs(None)
     # 2 sets x (2 fine-tuning methods x 3 methods + control) = 14 scored combinations, 4 fine-tunings
-    assert "finetune              4" in out or " 4" in out.split("finetune", 1)[1].splitlines()[0]
-    assert "score" in out and "14" in out.split("score", 1)[1].splitlines()[0]
+    assert plan["finetune"] == 4 and plan["score"] == 14 and plan["cluster"] == 14
+    # N = 20 * N0 in shards of 100 seeds: 200 images -> 2 shards (openmoji), 100 -> 1 (wesnoth), x 7
+    assert plan["sample_shard"] == 21
 
 
 @pytest.mark.slow
@@ -73,14 +75,14 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})
     plan = planned_jobs(changed_w)
     assert "finetune" not in plan
-    assert plan["sample_shard"] == 4  # finextract x {dreambooth, lora} x 2 sets, one shard each
+    assert plan["sample_shard"] == 6  # finextract x {dreambooth, lora} x (2 shards openmoji + 1 wesnoth)
     assert plan["score"] == 4
 
     # Changing a fine-tuning hyperparameter reruns from fine-tuning.
     changed_lr = smoke_config(tmp_path, **{"finetune.lora.lr": 2.0e-3})
     plan = planned_jobs(changed_lr)
     assert plan["finetune"] == 2  # LoRA on both sets
-    assert plan["sample_shard"] == 6  # three methods x two sets
+    assert plan["sample_shard"] == 9  # three methods x (2 + 1 shards)
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
