@@ -47,8 +47,11 @@ def planned_jobs(configfile: Path | None) -> dict[str, int]:
     return counts
 
 
-def test_default_config_plans_the_full_grid():
-    plan = planned_jobs(None)
+def test_default_config_plans_the_full_grid(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")  # plan from scratch, whatever results/ holds
+    (tmp_path / "default.yaml").write_text(yaml.safe_dump(config))
+    plan = planned_jobs(tmp_path / "default.yaml")
     # 2 sets x (2 fine-tuning methods x 3 methods + control) = 14 scored combinations, 4 fine-tunings
     assert plan["finetune"] == 4 and plan["score"] == 14 and plan["cluster"] == 14
     # N = 20 * N0 in shards of 100 seeds: 200 images -> 2 shards (openmoji), 100 -> 1 (wesnoth), x 7
