@@ -13,6 +13,8 @@ rule cluster:
         time_cap=config.get("clustering", {}).get("time_cap_s", 30),
     log:
         f"{RESULTS}/logs/clusters/{{set}}/{{ft}}/{{method}}.log",
+    group:
+        "embed_cluster"
     threads: 1
     resources:
         mem_mb=2000,

@@ -2,7 +2,7 @@
 
 
 def sscd_args():
-    sscd = config["sscd"]
+    sscd = config.get("sscd", {})
     calibration = sscd.get("calibration")
     return (f"--model {shlex.quote(str(sscd.get('model', 'distilled')))} "
             f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
@@ -19,6 +19,8 @@ rule embed_generated:
         sscd=sscd_args(),
     log:
         f"{RESULTS}/logs/embeddings/{{set}}/{{ft}}/{{method}}.log",
+    group:
+        "embed_cluster"
     threads: 1
     resources:
         mem_mb=2000,
@@ -30,16 +32,17 @@ rule embed_generated:
 
 rule embed_private:
     input:
-        images=lambda wc: sorted(glob.glob(f"{set_folder(wc)}/images/*")),
+        images=private_images,
     output:
         embeddings=f"{RESULTS}/embeddings/private/{{set}}.npy",
         order=f"{RESULTS}/embeddings/private/{{set}}.order.csv",
     params:
         sscd=sscd_args(),
         folder=set_folder,
-        base=config["base_model"],
+        base=lambda wc: shlex.quote(target(wc).base),
     log:
         f"{RESULTS}/logs/embeddings/private/{{set}}.log",
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
