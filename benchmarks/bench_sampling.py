@@ -17,13 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 
 def measure(args: argparse.Namespace) -> None:
     """Child process: build the pair, warm up, sample, print one JSON line."""
-    import time
-
     import torch
 
     from finextract.models import load_base, load_pair

@@ -7,7 +7,6 @@ preservation. LoRA adapters (rank r, alpha r, Gaussian init) on ``to_q, to_k, to
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .io import atomic_path, save_csv, save_png, save_text
+from .io import save_csv, save_png, save_text
 
 METHOD_LABELS = {"direct": "Direct Text2img+Clustering", "cfg": "CFG+Clustering",
                  "finextract": "FineXtract", "finextract_uncond": "FineXtract (no caption, Eq. 6)"}

@@ -1,5 +1,4 @@
 """Bad input fails early with an error that names the file or key and what was expected."""
-import numpy as np
 import pytest
 import yaml
 from PIL import Image
