@@ -196,9 +196,11 @@ class Backbone:
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"{folder}: not a diffusers UNet folder (no config.json)")
         unet_cls = type(self.unet)
-        unet = unet_cls.from_pretrained(folder, use_safetensors=True)
+        # torch_dtype here rather than .to(dtype) later: diffusers warns on every load otherwise
+        unet = unet_cls.from_pretrained(folder, use_safetensors=True,
+                                        torch_dtype=next(self.unet.parameters()).dtype)
         check_same_architecture(self.unet, unet, folder)
-        return unet.to(self.device, next(self.unet.parameters()).dtype).eval()
+        return unet.to(self.device).eval()
 
 
 def check_same_architecture(base: torch.nn.Module, other: torch.nn.Module, where) -> None:
