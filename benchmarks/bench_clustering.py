@@ -1,10 +1,13 @@
 """Clustering benchmark: our ``extract_clusters`` against the authors' procedure (re-implemented).
 
     python benchmarks/bench_clustering.py --synthetic
-    python benchmarks/bench_clustering.py results/embeddings/SET/FT/METHOD.npy --private results/embeddings/private/SET.npy
+    python benchmarks/bench_clustering.py results/n_sweep/embeddings/SET/FT/METHOD.npy \
+        --private results/embeddings/private/SET.npy --multiples 50 200 500
 
-Descriptor files hold one L2-normalised SSCD descriptor per row. ``--synthetic`` builds N0 = 10
-private images and N = 50, 200, 500 x N0 generated ones (see ``synthetic_descriptors``).
+Descriptor files hold one L2-normalised SSCD descriptor per row, with the workflow's ``.order.csv``
+beside them; for each of ``--multiples`` the first m x N0 seeds are clustered (the N sweep's
+prefixes of one ``snakemake n_sweep`` run). ``--synthetic`` builds N0 = 10 private images and
+N = 50, 200, 500 x N0 generated ones (see ``synthetic_descriptors``).
 
 Timing: wall-clock seconds, plus our process's CPU seconds, because the machine this runs on is
 often shared (a niced benchmark next to training jobs gets a fraction of a core, so wall time
@@ -30,6 +33,7 @@ from authors_clustering import authors_clustering  # noqa: E402
 
 from finextract.clustering import extract_clusters  # noqa: E402
 from finextract.metrics import score_extraction  # noqa: E402
+from finextract.nsweep import prefix_rows  # noqa: E402
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--synthetic", action="store_true", help="benchmark synthetic descriptors")
     parser.add_argument("--n0", type=int, default=10)
     parser.add_argument("--multiples", type=int, nargs="+", default=[50, 200, 500],
-                        help="synthetic N as multiples of N0")
+                        help="N as multiples of N0 (synthetic data, or prefixes of a run's matrix)")
     parser.add_argument("--baseline-budget", type=float, default=150.0,
                         help="total seconds the authors' procedure may run per data set")
     parser.add_argument("--baseline-max-n", type=int, default=2000,
@@ -126,10 +130,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                                   args.baseline_max_n, args.seed))
             print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
     for path in args.descriptors:
+        # A workflow run's matrix: score its first m x N0 seeds for each multiple (N sweep prefixes)
         generated = np.load(path)
-        rows.append(bench_one(Path(path).name, generated, private, args.n0, args.baseline_budget,
-                              args.baseline_max_n, args.seed))
-        print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+        files = pd.read_csv(Path(path).with_suffix(".order.csv"))["file"].tolist()
+        n0 = len(private) if private is not None else args.n0
+        for multiple in args.multiples:
+            if multiple * n0 > len(generated):
+                print(f"{path}: skipping {multiple}xN0 (only {len(generated)} images)", flush=True)
+                continue
+            prefix = generated[prefix_rows(files, multiple * n0)]
+            rows.append(bench_one(f"{Path(path).parent.parent.name}/{Path(path).parent.name}/{Path(path).stem} "
+                                  f"{multiple}xN0", prefix, private, n0, args.baseline_budget,
+                                  args.baseline_max_n, args.seed))
+            print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
 
     table = pd.DataFrame(rows)
     for column in ("ours_K", "ours_thresholds", "authors_timeouts", "authors_thresholds", "authors_kept"):

@@ -106,6 +106,19 @@ def _grid(args: argparse.Namespace) -> None:
     print(f"grid of private vs best extracted images: {args.out}")
 
 
+def _sweep_point(args: argparse.Namespace) -> None:
+    from .stages import run_sweep_point
+
+    run_sweep_point(Path(args.generated), Path(args.order), Path(args.private), args.n_images, args.taus,
+                    args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out))
+
+
+def _sweep_summary(args: argparse.Namespace) -> None:
+    from .stages import run_sweep_summary
+
+    run_sweep_summary(args.points, args.taus, Path(args.out_csv), Path(args.out_png))
+
+
 def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="base model: tiny-world folder, hub id, folder or file")
     p.add_argument("--base-kind", default="auto", choices=["auto", "tiny", "sd", "sdxl"])
@@ -211,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("sweep-point", help="cluster and score the first N generated images (N sweep)")
+    for name in ("--generated", "--order", "--private", "--set", "--ft", "--method", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--n-images", type=int, required=True, help="N: the first N seeds of the run")
+    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--time-cap", type=float, default=30.0)
+    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.set_defaults(func=_sweep_point)
+
+    p = sub.add_parser("sweep-summary", help="N sweep table and plot (AS and A-ESR vs N)")
+    p.add_argument("--points", nargs="+", required=True)
+    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-png", required=True)
+    p.set_defaults(func=_sweep_summary)
     return parser
 
 

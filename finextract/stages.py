@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import shard_seeds
 from .data import load_private_set
-from .io import save_csv, save_npy, save_png
+from .io import save_csv, save_npy
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -172,3 +172,28 @@ def run_score(private: Path, private_order: Path, generated: Path, clusters: Pat
     matches = pd.DataFrame({"private": pd.read_csv(private_order)["file"],
                             "extracted": centers["file"].to_numpy()[best_index], "similarity": best_sim})
     save_csv(Path(out).with_suffix(".matches.csv"), matches)
+
+
+# --- N sweep ------------------------------------------------------------------------------
+def run_sweep_point(generated: Path, order: Path, private: Path, n_images: int, taus: list[float],
+                    set_name: str, ft: str, method: str, seed_offset: int, time_cap: float, out: Path) -> None:
+    from .nsweep import sweep_point
+
+    files = pd.read_csv(order)["file"].tolist()
+    row = sweep_point(np.load(generated), files, np.load(private), n_images, tuple(taus),
+                      seed_offset=seed_offset, time_cap_s=time_cap)
+    save_csv(out, pd.DataFrame([{"set": set_name, "ft": ft, "method": method, **row}]))
+    print(f"N = {n_images}: AS {row['AS']:.3f} (no-clustering bound {row['upper_AS']:.3f}), "
+          f"clustered in {row['cluster_seconds']:.2f} s", flush=True)
+
+
+def run_sweep_summary(points: list[str], taus: list[float], out_csv: Path, out_png: Path) -> None:
+    from .nsweep import plot_n_sweep
+
+    table = pd.concat([pd.read_csv(p) for p in points], ignore_index=True)
+    table = table.sort_values(["set", "ft", "method", "n_generated"]).reset_index(drop=True)
+    save_csv(out_csv, table)
+    plot_n_sweep(table, out_png, tuple(taus))
+    columns = ["set", "ft", "method", "n_per_image", "AS", "upper_AS"] + [f"A-ESR@{t:g}" for t in taus]
+    print(table[columns + ["cluster_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"N sweep: {out_csv} and {out_png}")

@@ -35,10 +35,10 @@ def snakemake(*args, check=True):
     return result
 
 
-def planned_jobs(configfile: Path | None) -> dict[str, int]:
+def planned_jobs(configfile: Path | None, *targets: str) -> dict[str, int]:
     """Job counts per rule of a dry run."""
     args = ["--configfile", str(configfile)] if configfile else []
-    out = snakemake("-n", *args, "--quiet", "rules").stdout
+    out = snakemake("-n", *args, "--quiet", "rules", *targets).stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()
@@ -56,6 +56,10 @@ def test_default_config_plans_the_full_grid(tmp_path):
     assert plan["finetune"] == 4 and plan["score"] == 14 and plan["cluster"] == 14
     # N = 20 * N0 in shards of 100 seeds: 200 images -> 2 shards (openmoji), 100 -> 1 (wesnoth), x 7
     assert plan["sample_shard"] == 21
+    # n_sweep: 500 N0 seeds for DreamBooth finextract and direct: (50 + 25 shards) x 2, of which the
+    # default run already made (2 + 1) x 2; 6 N values x 2 sets x 2 methods sweep points
+    sweep = planned_jobs(tmp_path / "default.yaml", "n_sweep")
+    assert sweep["sample_shard"] == 150 and sweep["sweep_point"] == 24 and sweep["finetune"] == 2
 
 
 @pytest.mark.slow
@@ -73,6 +77,17 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
 
     # Nothing to do on a rerun.
     assert planned_jobs(config) == {}
+
+    # The N sweep reuses the run's shards: N up to 2 N0 samples nothing new, 4 N0 only the missing seeds.
+    sweep = planned_jobs(config, "n_sweep")
+    assert "sample_shard" not in sweep and sweep["sweep_point"] == 8  # 2 sets x 2 methods x 2 N
+    longer = planned_jobs(smoke_config(tmp_path, **{"n_sweep.n_per_image": [1, 2, 4]}), "n_sweep")
+    assert longer["sample_shard"] == 6  # seeds 20-39 (openmoji) and 10-19 (wesnoth) x 2 methods
+    snakemake("--configfile", str(config), "n_sweep")
+    curve = pd.read_csv(results / "n_sweep" / "n_sweep.csv")
+    assert len(curve) == 8 and set(curve["n_per_image"]) == {1, 2}
+    assert (curve["AS"] <= curve["upper_AS"] + 1e-6).all()
+    assert (results / "n_sweep" / "n_sweep.png").stat().st_size > 0
 
     # Changing w' reruns sampling and what follows for that method only, never fine-tuning.
     changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})

@@ -103,3 +103,4 @@ wildcard_constraints:
     ft="dreambooth|lora|none",
     method="direct|cfg|finextract|finextract_uncond",
     shard=r"\d{6}-\d{6}",
+    multiple=r"\d+",

@@ -1,0 +1,75 @@
+# `snakemake n_sweep`: AS and A-ESR against the number of generated images N (paper Fig. 4b,
+# extended to 500 N0). One sampling run at the largest N; every smaller N is a prefix of its seeds,
+# so its shards are the same jobs (and files) as the default run's and are shared with it.
+
+SWEEP = config.get("n_sweep", {})
+SWEEP_MULTIPLES = sorted(SWEEP.get("n_per_image", [10, 20, 50, 100, 200, 500]))
+SWEEP_COMBOS = [c for c in COMBOS if c.ft in SWEEP.get("ft", ["dreambooth"])
+                and c.method in SWEEP.get("methods", ["finextract", "direct"]) and c in SCORED]
+
+
+def sweep_shard_dirs(wildcards):
+    t = target(wildcards)
+    n_images = max(SWEEP_MULTIPLES) * t.n0
+    shards = fxconfig.seed_shards(n_images, t.sampling["shard_size"], t.sampling["seed_offset"])
+    return expand(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
+                  set=wildcards.set, ft=wildcards.ft, method=wildcards.method, shard=shards)
+
+
+rule embed_sweep:
+    input:
+        sweep_shard_dirs,
+    output:
+        embeddings=f"{RESULTS}/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.npy",
+        order=f"{RESULTS}/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
+    params:
+        sscd=sscd_args(),
+    log:
+        f"{RESULTS}/logs/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{FX} embed --images {input} {params.sscd} --threads {threads} "
+        "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+
+
+rule sweep_point:
+    input:
+        generated=rules.embed_sweep.output.embeddings,
+        order=rules.embed_sweep.output.order,
+        private=f"{RESULTS}/embeddings/private/{{set}}.npy",
+    output:
+        f"{RESULTS}/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.csv",
+    params:
+        n_images=lambda wc: int(wc.multiple) * N0[wc.set],
+        seed_offset=lambda wc: target(wc).sampling["seed_offset"],
+        time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+    log:
+        f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{FX} sweep-point --generated {input.generated} --order {input.order} --private {input.private} "
+        "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
+        "--taus {params.taus} --set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} "
+        "--out {output} 2>&1 | tee {log}"
+
+
+rule n_sweep:
+    input:
+        [f"{RESULTS}/n_sweep/points/{c.set}/{c.ft}/{c.method}/n{m}.csv"
+         for c in SWEEP_COMBOS for m in SWEEP_MULTIPLES],
+    output:
+        csv=f"{RESULTS}/n_sweep/n_sweep.csv",
+        png=f"{RESULTS}/n_sweep/n_sweep.png",
+    params:
+        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+    localrule: True
+    shell:
+        "{FX} sweep-summary --points {input} --taus {params.taus} --out-csv {output.csv} "
+        "--out-png {output.png}"
