@@ -42,8 +42,16 @@ def load_pair(backbone: Backbone, ft_method: str, ft_dir: str | Path | None, **o
     if ft_dir is None:
         raise ValueError(f"fine-tuning method {ft_method!r} needs a fine-tuned checkpoint")
     if ft_method == "dreambooth":
-        return TwoUNetPair(backbone, backbone.load_dreambooth_unet(ft_dir, **options))
+        pair = TwoUNetPair(backbone, backbone.load_dreambooth_unet(ft_dir, **options))
+        if getattr(backbone, "has_finetuned_text", False):
+            print(f"DreamBooth {ft_dir}: its text encoder(s) were fine-tuned too; θ' encodes the caption with them",
+                  flush=True)
+        return pair
     if ft_method == "lora":
-        backbone.load_lora(ft_dir, adapter_name="finetuned", **options)
+        info = backbone.load_lora(ft_dir, adapter_name="finetuned", **options)
+        if info is not None:  # the SD loaders say what they found (the tiny world's loader returns nothing)
+            print(f"LoRA {info.file}: {info.source_format} format, {info.unet_layers} UNet layers, "
+                  f"{info.text_encoder_layers} text-encoder layers, rank {'/'.join(map(str, info.ranks))}",
+                  flush=True)
         return LoraPair(backbone, "finetuned")
     raise ValueError(f"unknown fine-tuning method {ft_method!r}")

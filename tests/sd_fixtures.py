@@ -148,8 +148,11 @@ def _swap_prefix(key: str, old: str, new: str, renames: list[tuple[str, str]] = 
     return new + rest
 
 
-def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    """Diffusers UNet keys → ``model.diffusion_model.*`` (the inverse of diffusers' single-file converter)."""
+def unet_ldm_names(unet: UNet2DConditionModel) -> dict[str, str]:
+    """Diffusers UNet state-dict key → original (LDM/SGM) key without the ``model.diffusion_model.`` prefix.
+
+    The inverse of diffusers' single-file converter; kohya-ss SDXL LoRA files name layers this way too.
+    """
     cfg, lpb = unet.config, unet.config.layers_per_block
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
@@ -157,8 +160,8 @@ def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
              "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
              "mid_block.resnets.1": "middle_block.2"}
     up_has_attn = ["CrossAttn" in t for t in cfg.up_block_types]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in unet.state_dict().items():
+    out: dict[str, str] = {}
+    for key in unet.state_dict():
         parts = key.split(".")
         new = None
         for old, ldm in fixed.items():
@@ -182,8 +185,14 @@ def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
                 new = _swap_prefix(key, ".".join(parts[:5]), f"output_blocks.{base + lpb}.{slot}.conv")
         if new is None:
             raise KeyError(f"no LDM name for UNet key {key}")
-        out["model.diffusion_model." + new] = value
+        out[key] = new
     return out
+
+
+def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    """Diffusers UNet weights under ``model.diffusion_model.*`` names (original single-file layout)."""
+    state = unet.state_dict()
+    return {"model.diffusion_model." + ldm: state[key] for key, ldm in unet_ldm_names(unet).items()}
 
 
 def vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
@@ -238,30 +247,40 @@ def attention_module_names(unet: UNet2DConditionModel) -> list[str]:
 
 
 def write_kohya_lora(unet: UNet2DConditionModel, path: Path, rank: int = 4, alpha: float = 2.0,
-                     text_encoder: torch.nn.Module | None = None, seed: int = 0) -> dict[str, tuple]:
+                     text_encoder: torch.nn.Module | None = None, seed: int = 0, *,
+                     text_encoder_2: torch.nn.Module | None = None, sgm_names: bool = False) -> dict[str, tuple]:
     """A kohya-ss/Civitai LoRA (``lora_unet_*``/``lora_te_*``, lora_down/lora_up/alpha) with random factors.
 
+    SD 1.x files name UNet layers as diffusers does (``lora_unet_down_blocks_0_...``); kohya's SDXL files
+    use the original SGM names (``lora_unet_input_blocks_4_1_...``, ``sgm_names=True``) and
+    ``lora_te1_``/``lora_te2_`` for the two text encoders (pass ``text_encoder_2``).
     Returns {module path: (down, up, scale)} for the UNet, so a test can merge the expected weights by hand.
     """
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     expected: dict[str, tuple] = {}
     modules = dict(unet.named_modules())
-    for name in attention_module_names(unet):
-        layer = modules[name]
+    ldm = unet_ldm_names(unet) if sgm_names else {}
+
+    def add(key: str, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         down = torch.randn(rank, layer.in_features, generator=gen) * 0.1
         up = torch.randn(layer.out_features, rank, generator=gen) * 0.1
-        key = "lora_unet_" + name.replace(".", "_")
         state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down, up
         state[f"{key}.alpha"] = torch.tensor(alpha)
+        return down, up
+
+    for name in attention_module_names(unet):
+        unet_name = ldm[name + ".weight"].removesuffix(".weight") if sgm_names else name
+        down, up = add("lora_unet_" + unet_name.replace(".", "_"), modules[name])
         expected[name] = (down, up, alpha / rank)
-    if text_encoder is not None:
-        for name, layer in text_encoder.named_modules():
+    encoders = {"lora_te_": text_encoder} if text_encoder_2 is None else \
+        {"lora_te1_": text_encoder, "lora_te2_": text_encoder_2}
+    for prefix, encoder in encoders.items():
+        if encoder is None:
+            continue
+        for name, layer in encoder.named_modules():
             if name.endswith(("_proj", ".fc1", ".fc2")) and ".layers." in name:  # q/k/v/out_proj, mlp
                 full = name if name.startswith("text_model.") else "text_model." + name
-                key = "lora_te_" + full.replace(".", "_")
-                state[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=gen) * 0.1
-                state[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=gen) * 0.1
-                state[f"{key}.alpha"] = torch.tensor(alpha)
+                add(prefix + full.replace(".", "_"), layer)
     save_file(state, str(path))
     return expected
