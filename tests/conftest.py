@@ -45,3 +45,13 @@ def write_private_set(folder: Path, images: np.ndarray, caption="art style of te
         Image.fromarray(image).save(folder / "images" / f"img_{i:02d}.png")
     (folder / "caption.txt").write_text(caption + "\n")
     return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the real-SLURM tests last.
+
+    Once SLURM is installed (they install it), every Snakemake start imports the SLURM executor
+    plugin, which asks `scontrol show config` with a 10 s timeout; with the test daemons torn down
+    that call hangs, adding 10 s to each local workflow test that would come after them.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
