@@ -48,6 +48,8 @@ def _finetuned_options(args: argparse.Namespace) -> dict:
     options = {"allow_pickle": args.allow_pickle} if args.allow_pickle else {}
     if getattr(args, "lora_weight_name", None):
         options["weight_name"] = args.lora_weight_name
+    if getattr(args, "variant", None):  # a DreamBooth repo with only fp16 files needs it too
+        options["variant"] = args.variant
     return options
 
 

@@ -48,6 +48,7 @@ def load_pair(backbone: Backbone, ft_method: str, ft_dir: str | Path | None, **o
                   flush=True)
         return pair
     if ft_method == "lora":
+        options.pop("variant", None)  # a LoRA file has no weight variants
         info = backbone.load_lora(ft_dir, adapter_name="finetuned", **options)
         if info is not None:  # the SD loaders say what they found (the tiny world's loader returns nothing)
             print(f"LoRA {info.file}: {info.source_format} format, {info.unet_layers} UNet layers, "
