@@ -82,7 +82,8 @@ def _embed(args: argparse.Namespace) -> None:
 def _cluster(args: argparse.Namespace) -> None:
     from .stages import run_cluster
 
-    run_cluster(Path(args.embeddings), Path(args.order), args.n0, args.time_cap, Path(args.out))
+    run_cluster(Path(args.embeddings), Path(args.order), args.n0, args.time_cap, Path(args.out),
+                min_threshold=args.min_threshold)
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -112,13 +113,18 @@ def _sweep_point(args: argparse.Namespace) -> None:
     from .stages import run_sweep_point
 
     run_sweep_point(Path(args.generated), Path(args.order), Path(args.private), args.n_images, args.taus,
-                    args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out))
+                    args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out),
+                    min_threshold=args.min_threshold)
 
 
 def _sweep_summary(args: argparse.Namespace) -> None:
     from .stages import run_sweep_summary
 
     run_sweep_summary(args.points, args.taus, Path(args.out_csv), Path(args.out_png))
+
+
+def _optional_similarity(text: str) -> float | None:
+    return None if text.lower() in ("none", "null") else float(text)
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
@@ -206,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", required=True)
     p.add_argument("--n0", type=int, required=True)
     p.add_argument("--time-cap", type=float, default=30.0)
+    p.add_argument("--min-threshold", type=_optional_similarity, default=None,
+                   help="floor under phi ('none': the paper's rule as is)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cluster)
 
@@ -233,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-images", type=int, required=True, help="N: the first N seeds of the run")
     p.add_argument("--seed-offset", type=int, default=0)
     p.add_argument("--time-cap", type=float, default=30.0)
+    p.add_argument("--min-threshold", type=_optional_similarity, default=None,
+                   help="floor under phi ('none': the paper's rule as is)")
     p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
     p.set_defaults(func=_sweep_point)
 

@@ -36,6 +36,13 @@ faithful re-implementation kept for comparison):
   images for N0 = 10, which inflates AS). When K jumps past N0 (no phi has exactly N0), we take the
   phi just past the jump and keep its N0 largest cliques; ties go to the higher mean internal
   similarity, then to the smallest image index.
+* **A floor under phi** (``min_threshold``; the workflow's ``clustering.min_threshold``, default
+  0.6 = the paper's lower success threshold tau). With singletons counted, N images fit in N0
+  cliques only when the graph is dense, so as N grows the paper's phi falls (0.65 at N = 20 N0 to
+  0.37 at 500 N0 on our default run) and one clique swallows 80 % of the images; more samples then
+  extract *less*. With the floor, phi is the paper's phi when that is above the floor, else the
+  floor, keeping the N0 largest cliques there: a clique never joins images less alike than a
+  copy at tau. ``benchmarks/threshold_choice.py`` and the N sweep measure both rules.
 * **Largest clique.** The authors enumerate *all* maximal cliques (``nx.find_cliques``) at every
   step, which explodes when samples collapse onto a few modes (near-duplicates with a few missing
   edges have exponentially many maximal cliques). We need only *one* maximum clique: a branch and
@@ -556,8 +563,12 @@ class _ThresholdSearch:
 
 
 def _choose_threshold(similarity: np.ndarray, n_clusters: int, pick: str, work_cap: int | None,
-                      time_cap_s: float) -> tuple[_ThresholdSearch, int]:
-    """The search object (holding partitions and trials) and the index of the chosen threshold."""
+                      time_cap_s: float, floor: float | None = None) -> tuple[_ThresholdSearch, int]:
+    """The search object (holding partitions and trials) and the index of the chosen threshold.
+
+    With ``floor``, phi never goes below it: when the floor graph already has more cliques than
+    the target the crossing lies below the floor, and the floor is the answer.
+    """
     if pick not in ("highest", "lowest"):
         raise ValueError(f"pick must be 'highest' or 'lowest', got {pick!r}")
     n = len(similarity)
@@ -569,14 +580,19 @@ def _choose_threshold(similarity: np.ndarray, n_clusters: int, pick: str, work_c
         return search, 0
     if target > n:
         return search, search.top
+    floor_index = 0
+    if floor is not None:
+        floor_index = min(int(np.searchsorted(search.thresholds, np.float32(floor), side="left")), search.top)
+        if floor_index > 0 and search.reaches(floor_index, exact=True):
+            return search, floor_index
     lo, hi = search.bracket(descending=(pick == "highest"), step=SCAN_STEP)
     if pick == "lowest":
-        return search, hi
+        return search, max(hi, floor_index)
     if lo == 0:
-        return search, (0 if n_clusters == 1 else hi)
+        return search, max(0 if n_clusters == 1 else hi, floor_index)
     below = search.partition(lo, exact=True)
     below.take(n_clusters + 1)
-    return search, (lo if len(below.cliques) == n_clusters else hi)
+    return search, max(lo if len(below.cliques) == n_clusters else hi, floor_index)
 
 
 # --------------------------------------------------------------------------- the clusters
@@ -612,22 +628,12 @@ def _center_of(similarity: np.ndarray, members: np.ndarray) -> tuple[int, np.nda
     return int(members[int(np.argmax(mean))]), mean
 
 
-def extract_clusters(similarity: np.ndarray, n_clusters: int, *, time_cap_s: float = 30.0,
-                     work_cap: int | None = DEFAULT_WORK_CAP,
-                     pick: Literal["highest", "lowest"] = "highest") -> ClusterResult:
-    """Exactly ``n_clusters`` central images from an N x N cosine-similarity matrix.
-
-    ``pick`` chooses among thresholds with exactly N0 cliques: "highest" (default, tightest
-    cliques) or "lowest" (the paper's "raise phi until N0"); see the module docstring.
-    ``work_cap`` (deterministic) and ``time_cap_s`` (CPU seconds) bound the exact clique search at
-    each threshold; ``work_cap=None`` leaves only the CPU-time cap.
-    """
-    sim = _checked_similarity(similarity, n_clusters)
+def _result_at(sim: np.ndarray, search: _ThresholdSearch, chosen: int, n_clusters: int,
+               exact: bool = True) -> ClusterResult:
+    """The N0 largest cliques of the partition at ``search.thresholds[chosen]`` and their centres."""
     n = len(sim)
-    search, chosen = _choose_threshold(sim, n_clusters, pick, work_cap, time_cap_s)
-
     start = _clock()
-    final = search.partition(chosen, exact=True)
+    final = search.partition(chosen, exact=exact)
     final.take(n)  # the whole partition: every image gets a clique and the count is exact
     search.record("final", chosen, len(final.cliques), True, "partition", final, start)
 
@@ -649,5 +655,38 @@ def extract_clusters(similarity: np.ndarray, n_clusters: int, *, time_cap_s: flo
         members=tuple(cliques[i] for i in ranked),
         mean_similarity=mean_similarity,
         n_cliques_at_threshold=len(cliques),
-        exact=all(final.proven[i] for i in ranked),
+        exact=exact and all(final.proven[i] for i in ranked),
     )
+
+
+def clusters_at_threshold(similarity: np.ndarray, n_clusters: int, threshold: float, *, exact: bool = True,
+                          time_cap_s: float = 30.0, work_cap: int | None = DEFAULT_WORK_CAP) -> ClusterResult:
+    """The ``n_clusters`` largest cliques at a fixed phi (no search), e.g. Carlini et al.'s fixed threshold.
+
+    ``exact=False`` uses greedy cliques (fast, for scanning many thresholds). Fewer than
+    ``n_clusters`` centres come back only when the graph has fewer vertices than that.
+    """
+    sim = _checked_similarity(similarity, n_clusters)
+    search = _ThresholdSearch(sim, n_clusters, work_cap, time_cap_s)
+    chosen = int(np.searchsorted(search.thresholds, np.float32(threshold), side="left"))
+    return _result_at(sim, search, min(chosen, search.top), n_clusters, exact)
+
+
+def extract_clusters(similarity: np.ndarray, n_clusters: int, *, time_cap_s: float = 30.0,
+                     work_cap: int | None = DEFAULT_WORK_CAP,
+                     pick: Literal["highest", "lowest"] = "highest",
+                     min_threshold: float | None = None) -> ClusterResult:
+    """Exactly ``n_clusters`` central images from an N x N cosine-similarity matrix.
+
+    ``pick`` chooses among thresholds with exactly N0 cliques: "highest" (default, tightest
+    cliques) or "lowest" (the paper's "raise phi until N0"); see the module docstring.
+    ``min_threshold``: phi never goes below it; where N0 cliques would need a lower phi, the N0
+    largest cliques at ``min_threshold`` are kept (None: the paper's rule, no floor).
+    ``work_cap`` (deterministic) and ``time_cap_s`` (CPU seconds) bound the exact clique search at
+    each threshold; ``work_cap=None`` leaves only the CPU-time cap.
+    """
+    sim = _checked_similarity(similarity, n_clusters)
+    if min_threshold is not None and not -1.0 <= min_threshold <= 1.0:
+        raise ValueError(f"min_threshold must be a cosine similarity in [-1, 1] or None, got {min_threshold!r}")
+    search, chosen = _choose_threshold(sim, n_clusters, pick, work_cap, time_cap_s, min_threshold)
+    return _result_at(sim, search, chosen, n_clusters)

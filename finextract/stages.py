@@ -68,7 +68,7 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
           f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
     out = Path(out)
     tmp = _fresh_tmp_dir(out)
-    finetune(backbone, private.images, private.caption, cfg, tmp)
+    finetune(backbone, private.images, private.caption, cfg, tmp, in_place=True)  # θ is not needed after
     _replace_dir(tmp, out)
 
 
@@ -127,14 +127,15 @@ def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, r
 
 
 # --- clustering ---------------------------------------------------------------------------
-def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Path) -> None:
+def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Path,
+                min_threshold: float | None = None) -> None:
     from .clustering import extract_clusters
 
     descriptors = np.load(embeddings)
     files = pd.read_csv(order)["file"].tolist()
     similarity = descriptors @ descriptors.T
     t0 = time.time()
-    result = extract_clusters(similarity, n0, time_cap_s=time_cap)
+    result = extract_clusters(similarity, n0, time_cap_s=time_cap, min_threshold=min_threshold)
     seconds = time.time() - t0
     out = Path(out)
     tmp = _fresh_tmp_dir(out)
@@ -149,7 +150,7 @@ def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Pa
     for rank, index in enumerate(result.centers):
         shutil.copyfile(files[index], tmp / "extracted" / f"{rank:03d}_{Path(files[index]).name}")
     (tmp / "summary.json").write_text(json.dumps({
-        "n0": n0, "n_generated": len(files), "threshold": float(result.threshold),
+        "n0": n0, "n_generated": len(files), "threshold": float(result.threshold), "min_threshold": min_threshold,
         "thresholds_tried": int(len(result.trials)), "seconds": round(seconds, 3)}, indent=2))
     _replace_dir(tmp, out)
     print(f"clustered {len(files)} images into {n0} cliques at phi = {result.threshold:.4f} "
@@ -176,12 +177,13 @@ def run_score(private: Path, private_order: Path, generated: Path, clusters: Pat
 
 # --- N sweep ------------------------------------------------------------------------------
 def run_sweep_point(generated: Path, order: Path, private: Path, n_images: int, taus: list[float],
-                    set_name: str, ft: str, method: str, seed_offset: int, time_cap: float, out: Path) -> None:
+                    set_name: str, ft: str, method: str, seed_offset: int, time_cap: float, out: Path,
+                    min_threshold: float | None = None) -> None:
     from .nsweep import sweep_point
 
     files = pd.read_csv(order)["file"].tolist()
     row = sweep_point(np.load(generated), files, np.load(private), n_images, tuple(taus),
-                      seed_offset=seed_offset, time_cap_s=time_cap)
+                      seed_offset=seed_offset, time_cap_s=time_cap, min_threshold=min_threshold)
     save_csv(out, pd.DataFrame([{"set": set_name, "ft": ft, "method": method, **row}]))
     print(f"N = {n_images}: AS {row['AS']:.3f} (no-clustering bound {row['upper_AS']:.3f}), "
           f"clustered in {row['cluster_seconds']:.2f} s", flush=True)
@@ -195,5 +197,6 @@ def run_sweep_summary(points: list[str], taus: list[float], out_csv: Path, out_p
     save_csv(out_csv, table)
     plot_n_sweep(table, out_png, tuple(taus))
     columns = ["set", "ft", "method", "n_per_image", "AS", "upper_AS"] + [f"A-ESR@{t:g}" for t in taus]
+    columns += [c for c in ("paper_rule_AS",) if c in table]
     print(table[columns + ["cluster_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"N sweep: {out_csv} and {out_png}")

@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from finextract.clustering import ClusterResult, extract_clusters
+from finextract.clustering import ClusterResult, clusters_at_threshold, extract_clusters
 
 
 def clustered_descriptors(sizes, dim=64, noise=0.25, n_background=0, seed=0):
@@ -193,3 +193,35 @@ def test_lowest_pick_is_the_literal_raise_until_n0():
     assert len(set(truth[lowest.centers])) < 6 == len(set(truth[highest.centers]))
     with pytest.raises(ValueError, match="pick"):
         extract_clusters(sim, 6, pick="middle")
+
+
+def test_fixed_threshold_keeps_the_largest_cliques_of_that_graph():
+    groups = [np.arange(0, 5), np.arange(5, 8), np.arange(8, 10)]
+    sim = block_similarity(groups, within=[0.9, 0.8, 0.7], cross=0.1)
+    high = clusters_at_threshold(sim, 2, 0.85)  # only group 0 is a clique; the rest are singletons
+    assert [sorted(m) for m in high.members][0] == list(range(5)) and len(high.members[1]) == 1
+    assert high.n_cliques_at_threshold == 6 and high.threshold == pytest.approx(0.9)
+    low = clusters_at_threshold(sim, 3, 0.5, exact=False)
+    assert [sorted(m) for m in low.members] == [list(g) for g in groups]
+    # at the threshold the search picks, a fixed threshold gives the same answer
+    x, _ = clustered_descriptors([9, 7, 5, 4], n_background=3)
+    searched = extract_clusters(x @ x.T, 4)
+    fixed = clusters_at_threshold(x @ x.T, 4, searched.threshold)
+    assert list(fixed.centers) == list(searched.centers)
+
+
+def test_floor_under_phi_keeps_modes_apart_when_background_forces_a_dense_graph():
+    # 4 tight modes plus 60 unrelated images: exactly 4 cliques (singletons count) needs a phi so
+    # low that one clique swallows most images; with a floor the 4 largest cliques are the modes.
+    x, truth = clustered_descriptors([20, 15, 12, 10], noise=0.3, n_background=60, seed=3)
+    sim = x @ x.T
+    paper = extract_clusters(sim, 4)
+    floored = extract_clusters(sim, 4, min_threshold=0.6)
+    assert max(len(m) for m in paper.members) > 57  # a giant clique
+    assert paper.threshold < 0.6 and floored.threshold >= 0.6
+    assert sorted(truth[floored.centers]) == [0, 1, 2, 3]
+    # a floor below the paper's phi changes nothing
+    low = extract_clusters(sim, 4, min_threshold=paper.threshold - 0.05)
+    assert list(low.centers) == list(paper.centers) and low.threshold == paper.threshold
+    with pytest.raises(ValueError, match="min_threshold"):
+        extract_clusters(sim, 4, min_threshold=1.5)

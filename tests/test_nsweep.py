@@ -36,3 +36,6 @@ def test_sweep_point_finds_the_private_images_once_enough_are_generated():
         assert point["AS"] <= point["upper_AS"] + 1e-6
     again = sweep_point(generated, files, private, 200)
     assert (again["AS"], again["threshold"]) == (large["AS"], large["threshold"])  # deterministic
+    floored = sweep_point(generated, files, private, 200, min_threshold=0.6)
+    assert floored["min_threshold"] == 0.6 and floored["threshold"] >= 0.6
+    assert "paper_rule_AS" in floored and "paper_rule_AS" not in large  # both rules, side by side

@@ -38,7 +38,7 @@ def snakemake(*args, check=True):
 def planned_jobs(configfile: Path | None, *targets: str) -> dict[str, int]:
     """Job counts per rule of a dry run."""
     args = ["--configfile", str(configfile)] if configfile else []
-    out = snakemake("-n", *args, "--quiet", "rules", *targets).stdout
+    out = snakemake(*targets, "-n", *args, "--quiet", "rules").stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()

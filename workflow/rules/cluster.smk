@@ -11,6 +11,7 @@ rule cluster:
     params:
         n0=lambda wc: N0[wc.set],
         time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+        min_threshold=min_threshold_arg(),
     log:
         f"{RESULTS}/logs/clusters/{{set}}/{{ft}}/{{method}}.log",
     group:
@@ -21,4 +22,4 @@ rule cluster:
         runtime=30,
     shell:
         "{FX} cluster --embeddings {input.embeddings} --order {input.order} --n0 {params.n0} "
-        "--time-cap {params.time_cap} --out {output} 2>&1 | tee {log}"
+        "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --out {output} 2>&1 | tee {log}"

@@ -94,6 +94,11 @@ def guidance(wildcards):
     return fxconfig.target_guidance(target(wildcards), wildcards.method, wildcards.ft)
 
 
+def min_threshold_arg():
+    value = config.get("clustering", {}).get("min_threshold", 0.6)
+    return "none" if value is None else value
+
+
 def finetune_params(ft):
     return dict(config["finetune"][ft])
 

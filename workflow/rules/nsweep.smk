@@ -46,6 +46,7 @@ rule sweep_point:
         n_images=lambda wc: int(wc.multiple) * N0[wc.set],
         seed_offset=lambda wc: target(wc).sampling["seed_offset"],
         time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+        min_threshold=min_threshold_arg(),
         taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
     log:
         f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
@@ -56,6 +57,7 @@ rule sweep_point:
     shell:
         "{FX} sweep-point --generated {input.generated} --order {input.order} --private {input.private} "
         "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
+        "--min-threshold {params.min_threshold} "
         "--taus {params.taus} --set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} "
         "--out {output} 2>&1 | tee {log}"
 
