@@ -52,9 +52,11 @@ def lora_config(rank: int, targets: list[str]):
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets))
 
 
-def trainable_unet(backbone: Backbone, cfg: FinetuneConfig) -> torch.nn.Module:
+def trainable_unet(backbone: Backbone, cfg: FinetuneConfig, in_place: bool = False) -> torch.nn.Module:
+    """The UNet to train. DreamBooth trains a copy unless ``in_place`` (then θ itself is overwritten:
+    one UNet less in memory, ~10 GB for SDXL in fp32, for callers that do not need θ afterwards)."""
     if cfg.method == "dreambooth":
-        unet = copy.deepcopy(backbone.unet)
+        unet = backbone.unet if in_place else copy.deepcopy(backbone.unet)
         unet.requires_grad_(True)
         return unet
     if cfg.method == "lora":
@@ -66,15 +68,18 @@ def trainable_unet(backbone: Backbone, cfg: FinetuneConfig) -> torch.nn.Module:
 
 
 def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: FinetuneConfig,
-             out_dir: str | Path, progress: bool = True) -> Path:
-    """Fine-tune on ``images`` with ``caption``; write the checkpoint and ``train_log.csv``."""
+             out_dir: str | Path, progress: bool = True, in_place: bool = False) -> Path:
+    """Fine-tune on ``images`` with ``caption``; write the checkpoint and ``train_log.csv``.
+
+    ``in_place``: train DreamBooth on ``backbone.unet`` itself instead of a copy (see trainable_unet).
+    """
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     device = backbone.device
     with torch.no_grad():
         latents = backbone.to_latents(images_to_tensor(images).to(device))
         cond = backbone.encode_captions([caption]).to(device)
-    unet = trainable_unet(backbone, cfg)
+    unet = trainable_unet(backbone, cfg, in_place)
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, eps=1e-8)

@@ -86,3 +86,19 @@ def test_k_term_keeps_samples_bounded():
     backbone, target = oracle_backbone("v_prediction")
     images = sample_batch(SingleModel(backbone), "x", [0, 1], "finextract", steps=20, w=3.0, k=-0.02)
     assert np.abs(images.astype(int) - target.astype(int)).mean() < 8  # of 255
+
+
+def test_in_place_dreambooth_writes_the_same_checkpoint_as_a_copy(tmp_path):
+    from safetensors.torch import load_file
+
+    images = emoji_like_images(2, size=32, seed=1)
+    cfg = FinetuneConfig(method="dreambooth", lr=1e-3, steps_per_image=2, seed=0)
+    copied_base, in_place_base = make_tiny_backbone(), make_tiny_backbone()
+    before = {k: v.clone() for k, v in in_place_base.unet.state_dict().items()}
+    finetune(copied_base, images, "art style of test", cfg, tmp_path / "copy", progress=False)
+    finetune(in_place_base, images, "art style of test", cfg, tmp_path / "in_place", progress=False, in_place=True)
+    a = load_file(tmp_path / "copy" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "in_place" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(v, before[k]) for k, v in copied_base.unet.state_dict().items())  # θ kept
+    assert not all(torch.equal(v, before[k]) for k, v in in_place_base.unet.state_dict().items())  # θ trained
