@@ -7,6 +7,10 @@ Each (fine-tuning method, sampling method) runs in its own subprocess so that it
 one-pass pair (pretrained-unconditional and fine-tuned-conditional rows in one UNet forward, adapters
 switched per row); DreamBooth uses two UNets sharing the text encoder. Fine-tuned weights come from a
 few real fine-tuning steps: their values do not change the cost.
+
+Batches are sized as the workflow sizes them: ``--batch-size`` UNet rows per forward (the memory knob),
+so CFG and one-pass LoRA FineXtract sample batch/2 images at a time and DreamBooth FineXtract, whose two
+UNets each see one row per image, samples batch images at a time with the same rows per forward.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def measure(args: argparse.Namespace) -> None:
 
     from finextract.models import load_base, load_pair
     from finextract.perf import PerfRecorder
-    from finextract.sampling import sample_batch
+    from finextract.sampling import images_per_batch, sample_batch
 
     torch.set_num_threads(args.threads)
     backbone = load_base(args.base)
@@ -33,8 +37,9 @@ def measure(args: argparse.Namespace) -> None:
     recorder = PerfRecorder(device=str(backbone.device))
     seeds = list(range(100, 100 + args.images))
     with recorder:
-        for start in range(0, len(seeds), args.batch_size):
-            sample_batch(pair, "art style of openmoji", seeds[start:start + args.batch_size], args.method,
+        per_batch = images_per_batch(pair, args.method, args.batch_size)  # as the workflow batches
+        for start in range(0, len(seeds), per_batch):
+            sample_batch(pair, "art style of openmoji", seeds[start:start + per_batch], args.method,
                          args.steps, 3.0, -0.02)
     print(json.dumps(recorder.row(ft=args.ft, method=args.method, images=len(seeds))))
 
@@ -58,7 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="resources/base")
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="UNet rows per forward, as sampling.batch_size (CFG: 2 rows per image)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="runs per configuration; the fastest counts")
@@ -85,7 +91,7 @@ def main() -> None:
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     runs.append(json.loads(out.strip().splitlines()[-1]))
                 rows[ft, method] = min(runs, key=lambda r: r["seconds_per_image"])
-    print(f"{args.images} images, {args.steps} DDIM steps, batch {args.batch_size}, {args.threads} threads, "
+    print(f"{args.images} images, {args.steps} DDIM steps, {args.batch_size} UNet rows per forward, {args.threads} threads, "
           f"fastest of {args.repeats} runs; memory = {rows['lora', 'cfg']['memory_kind']}")
     print(f"{'fine-tuning':<12} {'method':<11} {'s/image':>9} {'peak GB':>9}")
     for (ft, method), row in rows.items():

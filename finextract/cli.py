@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
-    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--batch-size", type=int, default=50, help="UNet batch rows per forward (CFG: 2 per image)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_sample)

@@ -36,6 +36,13 @@ class ModelPair:
     def predict(self, latents: torch.Tensor, t: torch.Tensor, requests: list[EpsRequest]) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def rows_per_image(self, models: list[str]) -> int:
+        """UNet batch rows one image takes in the largest forward of a step that serves ``models``.
+
+        One forward over every request here; a pair that splits requests across UNets says less.
+        """
+        return len(models)
+
     def _forward(self, unet: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor,
                  conds: list[Conditioning], **kwargs) -> list[torch.Tensor]:
         """One UNet forward over len(conds) copies of ``latents``; split back per request."""
@@ -62,6 +69,9 @@ class TwoUNetPair(ModelPair):
     def __init__(self, backbone: Backbone, finetuned_unet: torch.nn.Module):
         self.backbone = backbone
         self.finetuned_unet = finetuned_unet
+
+    def rows_per_image(self, models):
+        return max(models.count(PRETRAINED), models.count(FINETUNED))  # one forward per UNet
 
     def predict(self, latents, t, requests):
         out: list[torch.Tensor | None] = [None] * len(requests)

@@ -35,6 +35,19 @@ def method_requests(method: str, cond, uncond) -> list[EpsRequest]:
     raise ValueError(f"unknown sampling method {method!r}; expected one of {guidance.METHODS}")
 
 
+def images_per_batch(pair: ModelPair, method: str, rows: int) -> int:
+    """How many images fit a UNet forward of ``rows`` batch rows (the memory knob) with this method.
+
+    CFG and one-pass LoRA FineXtract put two rows per image in one forward; direct sampling and
+    DreamBooth FineXtract (two UNets, one forward each) one, so they sample twice the images per batch
+    at the same activation memory.
+    """
+    if rows < 1:
+        raise ValueError(f"batch rows must be >= 1, got {rows}")
+    models = [request.model for request in method_requests(method, None, None)]
+    return max(1, rows // pair.rows_per_image(models))
+
+
 def combine(method: str, eps: list[torch.Tensor], w: float, k: float) -> torch.Tensor:
     if method == "direct":
         return guidance.direct_eps(eps[0])
@@ -76,10 +89,14 @@ def seed_filename(seed: int) -> str:
 
 
 def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
-                     w: float, k: float, out_dir: Path, batch_size: int = 16,
+                     w: float, k: float, out_dir: Path, batch_size: int = 32,
                      progress: bool = True, on_batch: Callable[[int], None] | None = None) -> list[Path]:
-    """Write one PNG per seed into ``out_dir``; seeds whose PNG exists are skipped (resume)."""
+    """Write one PNG per seed into ``out_dir``; seeds whose PNG exists are skipped (resume).
+
+    ``batch_size`` is UNet rows per forward (see :func:`images_per_batch`).
+    """
     out_dir = Path(out_dir)
+    batch_size = images_per_batch(pair, method, batch_size)
     todo = [s for s in seeds if not (out_dir / seed_filename(s)).exists()]
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{method} {out_dir.parent.name}",
                unit="img", disable=not progress)

@@ -52,3 +52,17 @@ def test_combine_dispatches_to_guidance():
     assert torch.allclose(combine("finextract", [a, b], 3.0, -0.02), guidance.model_guided_eps(a, b, 3.0, -0.02))
     with pytest.raises(ValueError, match="unknown sampling method"):
         method_requests("nope", None, None)
+
+
+def test_batch_rows_are_shared_out_per_method():
+    from finextract.model_pair import LoraPair, SingleModel, TwoUNetPair
+    from finextract.sampling import images_per_batch
+
+    two = TwoUNetPair.__new__(TwoUNetPair)  # rows_per_image needs no weights
+    one, lora = SingleModel.__new__(SingleModel), LoraPair.__new__(LoraPair)
+    assert images_per_batch(one, "direct", 64) == 64 and images_per_batch(one, "cfg", 64) == 32
+    assert images_per_batch(lora, "finextract", 64) == 32  # one forward holds both rows of an image
+    assert images_per_batch(two, "finextract", 64) == 64  # one row per image in each UNet's forward
+    assert images_per_batch(two, "cfg", 64) == 32 and images_per_batch(two, "cfg", 1) == 1
+    with pytest.raises(ValueError, match="rows"):
+        images_per_batch(one, "direct", 0)
