@@ -83,7 +83,7 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert "sample_shard" not in sweep and sweep["sweep_point"] == 8  # 2 sets x 2 methods x 2 N
     longer = planned_jobs(smoke_config(tmp_path, **{"n_sweep.n_per_image": [1, 2, 4]}), "n_sweep")
     assert longer["sample_shard"] == 6  # seeds 20-39 (openmoji) and 10-19 (wesnoth) x 2 methods
-    snakemake("--configfile", str(config), "n_sweep")
+    snakemake("n_sweep", "--configfile", str(config))
     curve = pd.read_csv(results / "n_sweep" / "n_sweep.csv")
     assert len(curve) == 8 and set(curve["n_per_image"]) == {1, 2}
     assert (curve["AS"] <= curve["upper_AS"] + 1e-6).all()
