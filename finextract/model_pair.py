@@ -8,10 +8,14 @@ conditioning. A pair answers a list of such requests with as few UNet forwards a
 - ``TwoUNetPair`` (DreamBooth): two UNets sharing the backbone's VAE and text encoders; one
   forward per model that is asked for.
 - ``SingleModel`` (the never-fine-tuned control row): θ answers for θ'.
+- ``PatchedUNetPair`` (DreamBooth, one UNet in memory): θ''s UNet, with θ kept as what differs from it
+  (exactly, or as compressed differences, or as a lower-precision copy); see :func:`reduce_memory`.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -126,3 +130,227 @@ class LoraPair(ModelPair):
                  for r in requests for _ in range(b)]
         with per_row_adapters(self.backbone.unet, names):
             return self._forward(self.backbone.unet, latents, t, [r.cond for r in requests])
+
+
+# --- memory options for DreamBooth (θ and θ' are two full UNets) ------------------------------
+MEMORY_MODES = ("two-unets", "delta", "delta-fp16", "delta-bf16", "delta-int8", "pretrained-bf16", "pretrained-fp16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_EXACT_BELOW = 4096  # 1-D tensors and tensors this small (biases, norms) are kept exactly in every mode
+
+
+class _Stored:
+    """θ's value of one tensor that differs from θ'."""
+
+    nbytes: int
+
+    def value(self, finetuned: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Exact(_Stored):
+    def __init__(self, pretrained: torch.Tensor, device: torch.device | None):
+        self.tensor = pretrained.detach().to(device) if device is not None else pretrained.detach()
+        self.nbytes = self.tensor.numel() * self.tensor.element_size()
+
+    def value(self, finetuned):
+        return self.tensor.to(finetuned.device, non_blocking=True)
+
+
+class _CastDelta(_Stored):
+    """θ − θ' in a 16-bit float: fine-tuning differences are small, so their rounding error is too."""
+
+    def __init__(self, pretrained, finetuned, dtype, device):
+        delta = (pretrained.detach() - finetuned.detach()).to(dtype)
+        self.delta = delta.to(device) if device is not None else delta
+        self.nbytes = self.delta.numel() * self.delta.element_size()
+
+    def value(self, finetuned):
+        return finetuned + self.delta.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+
+
+class _Int8Delta(_Stored):
+    """θ − θ' as int8 with one scale per output row (absmax / 127): a quarter of fp32's bytes."""
+
+    def __init__(self, pretrained, finetuned, device):
+        delta = (pretrained.detach().float() - finetuned.detach().float()).reshape(pretrained.shape[0], -1)
+        scale = delta.abs().amax(dim=1, keepdim=True) / 127.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.round(delta / scale).clamp_(-127, 127).to(torch.int8)
+        del delta
+        self.q = q.to(device) if device is not None else q
+        self.scale = scale.to(self.q.device)
+        self.nbytes = self.q.numel() + self.scale.numel() * 4
+
+    def value(self, finetuned):
+        q = self.q.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+        scale = self.scale.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+        return torch.addcmul(finetuned.reshape(q.shape), q, scale).reshape(finetuned.shape)
+
+
+def release_memory(device: torch.device | str | None = None) -> None:
+    """Give freed tensors back: the CUDA cache, and glibc's free lists on CPU (so RSS shows the saving)."""
+    gc.collect()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = dict(module.named_parameters(recurse=False))
+    out.update({k: v for k, v in module.named_buffers(recurse=False) if v is not None})
+    return out
+
+
+class PatchedUNetPair(ModelPair):
+    """DreamBooth with **one** UNet in memory: θ''s, and θ as what it needs to differ from θ'.
+
+    On construction θ''s UNet becomes ``backbone.unet`` and θ's UNet is given up. For θ's requests
+    each layer whose tensors differ is patched just before its forward and restored right after
+    (forward hooks; one layer's worth of temporary memory). ``memory`` says how θ is kept:
+
+    - ``delta``: θ's tensors where they differ from θ', exactly (the same predictions as
+      :class:`TwoUNetPair`; saves only the layers fine-tuning left unchanged);
+    - ``delta-fp16`` / ``delta-bf16`` / ``delta-int8``: θ − θ' in that format (int8: one scale per
+      output row), θ rebuilt as θ' + Δ per layer; 1-D tensors and those under 4,096 elements stay exact;
+    - ``pretrained-bf16`` / ``pretrained-fp16``: θ's whole UNet cast down, run in that dtype.
+
+    ``storage_device`` (e.g. ``"cpu"`` when sampling on a GPU) keeps θ's part off the accelerator,
+    copied in layer by layer. ``needs_pretrained=False`` (direct, CFG) keeps nothing of θ at all.
+    θ''s requests run the UNet untouched: ``direct`` and ``cfg`` images are identical to the
+    two-UNet pair's.
+    """
+
+    def __init__(self, backbone: Backbone, finetuned_unet: torch.nn.Module, memory: str = "delta", *,
+                 storage_device: torch.device | str | None = None, needs_pretrained: bool = True):
+        if memory not in MEMORY_MODES or memory == "two-unets":
+            raise ValueError(f"memory must be one of {MEMORY_MODES[1:]}, not {memory!r}")
+        self.backbone = backbone
+        self.memory = memory
+        self.needs_pretrained = needs_pretrained
+        self.pretrained_unet: torch.nn.Module | None = None
+        self._patches: dict[str, dict[str, _Stored]] = {}
+        device = torch.device(storage_device) if storage_device is not None else None
+        pretrained = backbone.unet
+        backbone.unet = finetuned_unet
+        if needs_pretrained and memory.startswith("pretrained-"):
+            self.pretrained_dtype = _DTYPES[memory.split("-", 1)[1]]
+            self.pretrained_unet = pretrained.to(device or finetuned_unet.device, self.pretrained_dtype).eval()
+        elif needs_pretrained:
+            kind = memory.split("-", 1)[1] if "-" in memory else None
+            finetuned_modules = dict(finetuned_unet.named_modules())
+            for name, module in pretrained.named_modules():
+                theirs = _module_tensors(finetuned_modules[name])
+                for tname, tensor in _module_tensors(module).items():
+                    other = theirs[tname]
+                    if tensor.shape != other.shape:
+                        raise ValueError(f"{name}.{tname}: θ {tuple(tensor.shape)} vs θ' {tuple(other.shape)}")
+                    if torch.equal(tensor, other):
+                        continue
+                    if (kind is None or tensor.ndim < 2 or tensor.numel() < _EXACT_BELOW
+                            or not tensor.is_floating_point()):
+                        stored: _Stored = _Exact(tensor, device)
+                    elif kind == "int8":
+                        stored = _Int8Delta(tensor, other, device)
+                    else:
+                        stored = _CastDelta(tensor, other, _DTYPES[kind], device)
+                    self._patches.setdefault(name, {})[tname] = stored
+                    if stored.__class__ is not _Exact or device is not None:
+                        tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
+        del pretrained
+        if device is not None and device.type == "cpu" and torch.cuda.is_available():
+            for stored in (s for entries in self._patches.values() for s in entries.values()):
+                for attr in ("tensor", "delta", "q", "scale"):
+                    if hasattr(stored, attr):
+                        setattr(stored, attr, getattr(stored, attr).pin_memory())
+        release_memory(finetuned_unet.device)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes held for θ beyond θ''s UNet."""
+        if self.pretrained_unet is not None:
+            return sum(t.numel() * t.element_size() for t in self.pretrained_unet.state_dict().values())
+        return sum(s.nbytes for entries in self._patches.values() for s in entries.values())
+
+    @property
+    def patched_tensors(self) -> int:
+        return sum(len(entries) for entries in self._patches.values())
+
+    def rows_per_image(self, models):
+        return max(models.count(PRETRAINED), models.count(FINETUNED))  # one forward per model, as TwoUNetPair
+
+    @contextlib.contextmanager
+    def pretrained_weights(self) -> Iterator[None]:
+        """``backbone.unet`` computes θ inside this block (each differing layer patched for its forward)."""
+        unet = self.backbone.unet
+        modules = dict(unet.named_modules())
+        patched: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # per running layer: (tensor, θ''s data)
+
+        def before(module, _args, entries):
+            saved = patched.setdefault(id(module), [])
+            for tname, stored in entries.items():
+                tensor = getattr(module, tname)
+                saved.append((tensor, tensor.data))
+                tensor.data = stored.value(tensor.data)
+
+        def restore(saved):
+            for tensor, original in saved:
+                tensor.data = original
+
+        def after(module, _args, _output):
+            restore(patched.pop(id(module), []))
+
+        handles = []
+        for name, entries in self._patches.items():
+            module = modules[name]
+            handles.append(module.register_forward_pre_hook(lambda m, a, e=entries: before(m, a, e)))
+            handles.append(module.register_forward_hook(after))
+        try:
+            yield
+        finally:
+            for saved in patched.values():  # a forward that raised left its layer patched
+                restore(saved)
+            patched.clear()
+            for handle in handles:
+                handle.remove()
+
+    def predict(self, latents, t, requests):
+        if not self.needs_pretrained and any(r.model == PRETRAINED for r in requests):
+            raise RuntimeError("this pair was built with needs_pretrained=False: it keeps nothing of θ")
+        out: list[torch.Tensor | None] = [None] * len(requests)
+        for model in (PRETRAINED, FINETUNED):
+            rows = [i for i, r in enumerate(requests) if r.model == model]
+            if not rows:
+                continue
+            conds = [requests[i].cond for i in rows]
+            if model == FINETUNED:
+                eps = self._forward(self.backbone.unet, latents, t, conds)
+            elif self.pretrained_unet is not None:
+                dtype = self.pretrained_dtype
+                low = self._forward(self.pretrained_unet, latents.to(dtype), t,
+                                    [c.to(latents.device, dtype) for c in conds])
+                eps = [e.to(latents.dtype) for e in low]
+            else:
+                with self.pretrained_weights():
+                    eps = self._forward(self.backbone.unet, latents, t, conds)
+            for i, e in zip(rows, eps):
+                out[i] = e
+        return out  # type: ignore[return-value]
+
+
+def reduce_memory(pair: ModelPair, memory: str = "two-unets", *, needs_pretrained: bool = True,
+                  storage_device: torch.device | str | None = None) -> ModelPair:
+    """Apply a sampling memory option (:data:`MEMORY_MODES`) to a DreamBooth :class:`TwoUNetPair`.
+
+    ``two-unets`` and pairs that hold one UNet already (LoRA, the control row) come back unchanged.
+    """
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
+    if memory == "two-unets" or not isinstance(pair, TwoUNetPair):
+        return pair
+    finetuned = pair.finetuned_unet
+    pair.finetuned_unet = None  # type: ignore[assignment]
+    return PatchedUNetPair(pair.backbone, finetuned, memory, storage_device=storage_device,
+                           needs_pretrained=needs_pretrained)
