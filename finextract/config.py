@@ -1,24 +1,32 @@
-"""Reading the workflow config: what to run, and semantic checks before any heavy work.
+"""Reading the workflow config: what to run, and every check that runs before the first job.
 
-The JSON schema (workflow/schemas/config.schema.yaml) checks shapes and types; the checks
-here need the file system: do the private sets load, is w' positive, does the SSCD model load,
-does the base model exist. Each error names the key or file and what was expected.
+:func:`validate_config` is what the Snakefile runs while the DAG is built: the JSON schema
+(``workflow/schemas/*.schema.yaml``, whose ``default:``\\ s are the only defaults — snakemake's
+``validate`` fills them in), then the checks that need the file system or arithmetic the schema
+cannot express: numbers are finite, private sets load, the base model and fine-tuned checkpoints
+exist where they are local, the SSCD model is a model file, the results folder is a folder. Each
+error names the config key or file and what was expected; notes (things that run, but perhaps
+not as the user thinks) go to stderr with ``note:`` in front.
 """
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .data import load_private_set
+from .specs import WEIGHT_SUFFIXES, hub_shaped
 
 FT_METHODS = ("dreambooth", "lora")
 CONTROL_FT = "none"
 CONTROL_METHOD = "direct"
-# Paper defaults (Sec. 5.1), used when a method gives no w / k.
-DEFAULT_W = {"cfg": {"dreambooth": 3.0, "lora": 3.0}, "finextract": {"dreambooth": 3.0, "lora": 5.0},
-             "finextract_uncond": {"dreambooth": 3.0, "lora": 5.0}}
-DEFAULT_K = {"finextract": {"dreambooth": -0.02, "lora": -0.02}}
+# Seed shard names, "first-last" with at least six digits each: the rules' wildcard constraint.
+SHARD_PATTERN = r"\d{6}\d*-\d{6}\d*"
 
 
 class ConfigError(ValueError):
@@ -34,47 +42,36 @@ class Combo:
     method: str
 
 
-def schema_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def enabled_ft_methods(config: dict) -> list[str]:
     ft = config.get("finetune", {})
-    return [m for m in FT_METHODS if m in ft and ft[m].get("enabled", True)]
+    return [m for m in FT_METHODS if m in ft and ft[m]["enabled"]]
 
 
-def combos(config: dict) -> list[Combo]:
-    sampling = config["sampling"]
-    out = [Combo(s, ft, method) for s in config["private_sets"] for ft in enabled_ft_methods(config)
-           for method in sampling["methods"]]
-    if sampling.get("control", True):
-        out += [Combo(s, CONTROL_FT, CONTROL_METHOD) for s in config["private_sets"]]
-    return out
-
-
-def per_ft_value(value: Any, ft: str, default: float, key: str) -> float:
-    if value is None:
-        return default
+def per_ft_value(value: Any, ft: str, key: str) -> float:
+    """A number given once for every fine-tuning method, or per method ({dreambooth: .., lora: ..})."""
     if isinstance(value, (int, float)):
         return float(value)
     if ft in value:
         return float(value[ft])
-    return default
+    raise ConfigError(f"{key}: no value for {ft} (give one number, or one per fine-tuning method: "
+                      f"{{{', '.join(f'{m}: ...' for m in FT_METHODS)}}})")
 
 
-def guidance_params(config: dict, method: str, ft: str) -> tuple[float, float]:
-    """(w', k) for a sampling method under a fine-tuning method; direct uses w' = 1, k = 0."""
-    spec = config["sampling"]["methods"].get(method, {}) or {}
-    ft_key = ft if ft in FT_METHODS else "dreambooth"
-    w = per_ft_value(spec.get("w"), ft_key, DEFAULT_W.get(method, {}).get(ft_key, 1.0),
-                     f"sampling.methods.{method}.w")
-    k = per_ft_value(spec.get("k"), ft_key, DEFAULT_K.get(method, {}).get(ft_key, 0.0),
-                     f"sampling.methods.{method}.k")
+def guidance_params(methods: dict, method: str, ft: str, key: str = "sampling.methods") -> tuple[float, float]:
+    """(w', k) of a sampling method under a fine-tuning method.
+
+    Direct sampling is w' = 1, k = 0 by definition; CFG has no k. The paper's values are the
+    schema's defaults, so a method listed without w / k gets them from there.
+    """
+    spec = methods.get(method) or {}
+    ft_key = ft if ft in FT_METHODS else "dreambooth"  # the control row samples θ with direct (w' = 1)
+    w = per_ft_value(spec["w"], ft_key, f"{key}.{method}.w") if "w" in spec else 1.0
+    k = per_ft_value(spec["k"], ft_key, f"{key}.{method}.k") if "k" in spec else 0.0
     return w, k
-
-
-def n_generated(config: dict, n0: int) -> int:
-    return int(config["sampling"]["n_per_image"]) * n0
 
 
 def seed_shards(n_images: int, shard_size: int, offset: int = 0) -> list[str]:
@@ -91,33 +88,293 @@ def shard_seeds(shard: str) -> list[int]:
     return list(range(first, last + 1))
 
 
-def check_config(config: dict, resolution: int | None = None) -> dict[str, int]:
-    """Semantic checks; returns N0 per private set. Raises ConfigError before any job runs."""
-    for method, spec in config["sampling"]["methods"].items():
-        for ft in FT_METHODS:
-            w, _ = guidance_params(config, method, ft)
-            if w <= 0:
-                raise ConfigError(f"sampling.methods.{method}.w = {w} for {ft}: w' must be > 0")
-    if not enabled_ft_methods(config):
-        raise ConfigError("finetune: enable at least one of dreambooth, lora")
-    n0 = {}
-    for name, spec in config["private_sets"].items():
-        try:
-            private = load_private_set(name, spec["folder"], resolution or 32, spec.get("caption"))
-        except ValueError as error:
-            raise ConfigError(f"private_sets.{name}: {error}") from error
-        n0[name] = private.n0
-    sscd = config.get("sscd", {})
-    calibration = sscd.get("calibration")
-    if calibration and not Path(calibration).exists():
-        raise ConfigError(f"sscd.calibration: file {calibration} does not exist "
-                          "(set it to null for raw SSCD descriptors)")
-    from .similarity import check_descriptor_model
+# --- validation: schema, then the checks a schema cannot make --------------------------------
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def check_finite(node: Any, path: tuple = ()) -> None:
+    """NaN and infinity pass every JSON-schema range check (all comparisons with NaN are false)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{_key(path)} = {node}: expected a finite number")
+    if isinstance(node, dict):
+        for name, value in node.items():
+            check_finite(value, (*path, name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_finite(value, (*path, i))
+
+
+def schema_message(error) -> str:
+    """A jsonschema ValidationError as 'key: what was wrong', naming the innermost key."""
+    path = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required":
+        missing = re.search(r"'([^']+)' is a required property", message)
+        if missing:
+            return f"{_key([*path, missing.group(1)])}: missing (this key is required)"
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        extra = re.findall(r"'([^']+)'", message)
+        if extra:
+            return (f"{_key([*path, extra[0]])}: unknown key (allowed here: "
+                    f"{', '.join(sorted(error.schema.get('properties', {}))) or 'none'})")
+    if error.validator == "oneOf" and error.context:
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) > len(path):  # e.g. w: {lora: -1}: name w.lora, not w
+            return f"{_key(deepest.absolute_path)}: {deepest.message}"
+        options = "; or ".join(sorted({e.message for e in error.context}))
+        return f"{_key(path)}: {error.instance!r} is not valid ({options})"
+    return f"{_key(path)}: {message}"
+
+
+def validate_schema(config: dict, schema_file: str | Path) -> None:
+    """snakemake's ``validate`` (it fills in the schema's defaults), errors as ConfigError."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    check_finite(config)
+    try:
+        validate(config, str(Path(schema_file).resolve()))
+    except WorkflowError as error:
+        cause = error.__context__  # snakemake raises its WorkflowError while handling jsonschema's error
+        raise ConfigError(schema_message(cause) if hasattr(cause, "absolute_path") else str(error)) from None
+
+
+def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = True) -> dict[str, AttackTarget]:
+    """Everything the Snakefile checks before building the DAG; returns the attack targets.
+
+    ``local_exec``: jobs run on this machine, so a requested CUDA device must exist here (on a
+    cluster, the submit host need not have the GPUs the jobs get).
+    """
+    schema_dir = Path(schema_dir)
+    if is_realworld(config):
+        validate_schema(config, schema_dir / "realworld.schema.yaml")
+        targets = check_realworld(config)
+    else:
+        validate_schema(config, schema_dir / "config.schema.yaml")
+        targets = attack_targets(config, check_config(config))
+    check_results(config["results"])
+    if local_exec:
+        for target in targets.values():
+            key = f"targets.{target.name}.device" if target.realworld else "device"
+            check_device(target.load_options["device"], key)
+    return targets
+
+
+def check_results(results: str) -> None:
+    path = Path(results).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results: {results} is a file; expected a folder (it is created if missing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"results: {parent} (a parent of {results}) is a file; expected a folder")
+            break
+
+
+def check_device(device: str, key: str) -> None:
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{key} = {device}: no CUDA device here (torch {torch.__version__}, CUDA build: "
+                          f"{torch.version.cuda or 'no'}); use auto or cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"{key} = {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def _missing_path(key: str, spec: str, what: str) -> ConfigError:
+    path = Path(spec).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), None)
+    hint = ""
+    if parent is not None:
+        close = difflib.get_close_matches(path.relative_to(parent).parts[0],
+                                          [p.name for p in parent.iterdir()], n=3)
+        if close:
+            hint = f"; did you mean {', '.join(str(parent / c) for c in close)}?"
+    return ConfigError(f"{key}: {spec} does not exist (expected {what}){hint}")
+
+
+def _hub_cached(repo: str) -> bool:
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").is_dir()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_base_model(spec: str, key: str) -> None:
+    """A local base must exist and be a model; a hub id must be reachable (or cached when offline)."""
+    what = ("a tiny-world model folder (finextract.json), a diffusers pipeline folder (model_index.json), "
+            "a single .safetensors/.ckpt file, or a hub id owner/repo")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not ((path / "finextract.json").is_file() or (path / "model_index.json").is_file()):
+            raise ConfigError(f"{key}: {spec} is a folder but not a model: expected {what}")
+        return
+    if path.is_file():
+        if not spec.lower().endswith(WEIGHT_SUFFIXES):
+            raise ConfigError(f"{key}: {spec} is a file but not a checkpoint: expected {what}")
+        return
+    if not hub_shaped(spec):
+        raise _missing_path(key, spec, what)
+    _note_uncached(spec, key)
+
+
+def _note_uncached(repo: str, key: str) -> None:
+    repo = "/".join(repo.split("/")[:2])
+    if _offline() and not _hub_cached(repo):
+        note(f"{key}: {repo} is not a local path and not in the hub cache, and HF_HUB_OFFLINE is set: "
+             "its jobs will fail until it is downloaded (a typo? a local path needs ./ in front)")
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
 
     try:
-        check_descriptor_model(sscd.get("model", "distilled"))
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise ValueError(f"not a readable .safetensors file ({error})") from error
+
+
+def check_finetuned(spec: str, key: str) -> None:
+    """θ' of a real-world target: a local path must exist and be what its prefix says."""
+    ft, location = finetuned_kind(spec)
+    path = Path(location).expanduser()
+    lora_what = "lora: + a LoRA .safetensors file, a folder holding one, or a hub repo owner/repo"
+    db_what = "a DreamBooth pipeline or UNet folder, a single checkpoint file, or a hub id owner/repo"
+    if not path.exists():
+        if not hub_shaped(location):
+            raise _missing_path(key, location, lora_what if ft == "lora" else db_what)
+        _note_uncached(location, key)
+        return
+    if path.is_file() and path.suffix == ".safetensors":
+        try:
+            keys = _safetensors_keys(path)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {location}: {error}") from None
+        is_lora = bool(keys) and all("lora" in k.lower() or k.endswith(".alpha") for k in keys)
+        if is_lora and ft != "lora":
+            raise ConfigError(f"{key}: {location} is a LoRA file (keys like {keys[0]!r}); write "
+                              f"`finetuned: lora:{location}` so it is applied to the base as an adapter")
+        if ft == "lora" and not is_lora:
+            bad = next(k for k in keys if "lora" not in k.lower()) if keys else "(no tensors)"
+            raise ConfigError(f"{key}: {location} is not a LoRA file (e.g. key {bad!r}); a DreamBooth "
+                              "checkpoint is given without the lora: prefix")
+    elif path.is_file() and not path.name.lower().endswith(WEIGHT_SUFFIXES):
+        raise ConfigError(f"{key}: {location} is not a weight file (expected "
+                          f"{', '.join(WEIGHT_SUFFIXES)}): expected {lora_what if ft == 'lora' else db_what}")
+
+
+def check_onnx_file(path: Path) -> None:
+    """Walk the top-level protobuf fields of an ONNX ModelProto without loading it.
+
+    Cheap at any size (length-delimited fields are skipped by seeking), and random bytes fail
+    (bad wire types, lengths past the end of the file, no ir_version or graph field).
+    """
+    size = path.stat().st_size
+    seen: set[int] = set()
+    with path.open("rb") as f:
+
+        def varint() -> int:
+            shift = value = 0
+            while True:
+                byte = f.read(1)
+                if not byte or shift > 63:
+                    raise ValueError("truncated varint")
+                value |= (byte[0] & 0x7F) << shift
+                if byte[0] < 0x80:
+                    return value
+                shift += 7
+
+        try:
+            while f.tell() < size:
+                tag = varint()
+                field_number, wire = tag >> 3, tag & 7
+                if not 1 <= field_number <= 64 or wire not in (0, 1, 2, 5):
+                    raise ValueError(f"field {field_number} with wire type {wire} at byte {f.tell()}")
+                if wire == 0:
+                    varint()
+                else:
+                    length = {1: 8, 5: 4}.get(wire) or varint()
+                    if f.tell() + length > size:
+                        raise ValueError(f"field {field_number} runs past the end of the file")
+                    f.seek(length, os.SEEK_CUR)
+                seen.add(field_number)
+        except ValueError as error:
+            raise ValueError(f"{path} is not an ONNX model ({error})") from None
+    if not {1, 7} <= seen:
+        raise ValueError(f"{path} is not an ONNX model (no ir_version / graph field)")
+
+
+def check_sscd(sscd: dict) -> None:
+    from .similarity import BUILTIN_MODELS, check_descriptor_model
+
+    calibration = sscd["calibration"]
+    if calibration and not Path(calibration).is_file():
+        raise ConfigError(f"sscd.calibration: file {calibration} does not exist "
+                          "(set it to null for raw SSCD descriptors)")
+    try:
+        info = check_descriptor_model(sscd["model"])
+        if info.kind == "onnx" and str(sscd["model"]) not in BUILTIN_MODELS:
+            check_onnx_file(Path(info.path))
     except ValueError as error:
-        raise ConfigError(f"sscd.model: {error}") from error
+        raise ConfigError(f"sscd.model: {error}") from None
+    if calibration is None:
+        note("sscd.calibration is null: raw SSCD descriptors; on 32-px icons unrelated images already score "
+             "near 0.6 (docs/sscd-calibration.md)")
+
+
+def check_caption_length(set_name: str, caption: str, base: str) -> None:
+    """The tiny world's text encoder sees 16 tokens; a longer caption is cut (as SD cuts at 77)."""
+    if not (Path(base) / "finextract.json").is_file():
+        return  # SD tokenizers live in the checkpoint; the sampling job logs a truncation there
+    from tokenizers import Tokenizer
+
+    from .text import MAX_TOKENS, minilm_path
+
+    tokenizer = Tokenizer.from_file(str(Path(minilm_path()) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    ids = tokenizer.encode(caption).ids
+    if len(ids) > MAX_TOKENS:
+        kept = tokenizer.decode(ids[:MAX_TOKENS])
+        note(f"private_sets.{set_name}: the caption has {len(ids)} tokens; the tiny world's text encoder "
+             f"sees the first {MAX_TOKENS}: {kept!r}")
+
+
+def check_config(config: dict) -> dict[str, int]:
+    """Semantic checks of a schema-validated config; returns N0 per private set."""
+    methods = config["sampling"]["methods"]
+    ft_methods = enabled_ft_methods(config)
+    if not ft_methods:
+        raise ConfigError("finetune: enable at least one of dreambooth, lora")
+    for method in methods:
+        for ft in ft_methods:
+            guidance_params(methods, method, ft)
+    check_base_model(config["base_model"], "base_model")
+    n0 = {}
+    folders: dict[Path, str] = {}
+    for name, spec in config["private_sets"].items():
+        try:
+            private = load_private_set(name, spec["folder"], 32, spec.get("caption"))
+        except ValueError as error:
+            raise ConfigError(f"private_sets.{name}: {error}") from None
+        for text in private.notes:
+            if "resized" not in text:  # resizing is normal; the fine-tuning log says it
+                note(f"private_sets.{name}: {text}")
+        same = folders.setdefault(Path(spec["folder"]).resolve(), name)
+        if same != name:
+            note(f"private_sets.{name} and private_sets.{same} use the same folder {spec['folder']}: "
+                 "both are fine-tuned and attacked (on purpose, with other captions?)")
+        check_caption_length(name, private.caption, config["base_model"])
+        n0[name] = private.n0
+    check_sscd(config["sscd"])
     return n0
 
 
@@ -146,43 +403,38 @@ class AttackTarget:
         return bool(self.finetuned)
 
 
-SAMPLING_DEFAULTS = {"n_per_image": 50, "steps": 50, "seed_offset": 0, "shard_size": 100, "batch_size": 25}
+SAMPLING_KEYS = ("n_per_image", "steps", "seed_offset", "shard_size", "batch_size")
 
 
 def is_realworld(config: dict) -> bool:
     return "targets" in config
 
 
-def _finetuned_kind(spec: str) -> tuple[str, str]:
+def finetuned_kind(spec: str) -> tuple[str, str]:
     return ("lora", spec[len("lora:"):]) if spec.startswith("lora:") else ("dreambooth", spec)
 
 
 def attack_targets(config: dict, n0: dict[str, int] | None = None) -> dict[str, AttackTarget]:
+    """The attack targets of a schema-validated config (defaults already filled in)."""
     if not is_realworld(config):
-        sampling = {**SAMPLING_DEFAULTS, **config["sampling"]}
-        options = {"allow_pickle": bool(config.get("allow_pickle", False)),
-                   "base_kind": config.get("base_kind", "auto"), "precision": config.get("precision", "auto"),
-                   "device": config.get("device", "auto")}
+        options = {"allow_pickle": config["allow_pickle"], "base_kind": config["base_kind"],
+                   "precision": config["precision"], "device": config["device"]}
         return {name: AttackTarget(name, config["base_model"], spec.get("caption"), spec["folder"],
                                    (n0 or {}).get(name, 0), enabled_ft_methods(config),
-                                   config["sampling"]["methods"], sampling, {}, options)
+                                   config["sampling"]["methods"], config["sampling"], {}, options)
                 for name, spec in config["private_sets"].items()}
-    defaults = config.get("defaults", {})
     out = {}
     for target in config["targets"]:
-        merged = {**defaults, **target}
-        ft, spec = _finetuned_kind(merged["finetuned"])
-        sampling = {**SAMPLING_DEFAULTS, **{k: merged[k] for k in SAMPLING_DEFAULTS if k in merged}}
-        options = {"allow_pickle": bool(merged.get("allow_pickle", False)),
-                   "base_kind": merged.get("kind", "auto"), "precision": merged.get("precision", "auto"),
-                   "device": merged.get("device", "auto")}
+        merged = {**config["defaults"], **target}
+        ft, spec = finetuned_kind(merged["finetuned"])
+        options = {"allow_pickle": merged["allow_pickle"], "base_kind": merged.get("kind", "auto"),
+                   "precision": merged["precision"], "device": merged["device"]}
         for key in ("config", "variant", "lora_weight_name", "resolution"):
             if merged.get(key) is not None:
                 options[key] = merged[key]
         out[merged["name"]] = AttackTarget(merged["name"], merged["pretrained"], merged["caption"],
-                                           merged.get("images"), int(merged["n0"]), [ft],
-                                           merged.get("methods", {"direct": {}, "cfg": {}, "finextract": {}}),
-                                           sampling, {ft: spec}, options)
+                                           merged.get("images"), int(merged["n0"]), [ft], merged["methods"],
+                                           {k: merged[k] for k in SAMPLING_KEYS}, {ft: spec}, options)
     return out
 
 
@@ -194,28 +446,28 @@ def target_combos(targets: dict[str, AttackTarget], control: bool = True) -> lis
 
 
 def target_guidance(target: AttackTarget, method: str, ft: str) -> tuple[float, float]:
-    return guidance_params({"sampling": {"methods": target.methods}}, method, ft)
+    key = f"targets.{target.name}.methods" if target.realworld else "sampling.methods"
+    return guidance_params(target.methods, method, ft, key)
 
 
 def check_realworld(config: dict) -> dict[str, AttackTarget]:
-    """Checks that need no model download: names unique, w' > 0, scoring folders load."""
+    """Checks that need no model download: names unique, paths exist, scoring folders load."""
     targets = attack_targets(config)
     if len(targets) != len(config["targets"]):
         raise ConfigError("targets: names must be unique")
-    for target in targets.values():
+    for index, target in enumerate(targets.values()):
         for method in target.methods:
-            w, _ = target_guidance(target, method, target.ft_methods[0])
-            if w <= 0:
-                raise ConfigError(f"targets.{target.name}.methods.{method}.w = {w}: w' must be > 0")
-        if target.n0 < 2:
-            raise ConfigError(f"targets.{target.name}.n0 = {target.n0}: need at least 2 training images")
+            target_guidance(target, method, target.ft_methods[0])
+        check_base_model(target.base, f"targets[{index}].pretrained ({target.name})")
+        check_finetuned(config["targets"][index]["finetuned"], f"targets[{index}].finetuned ({target.name})")
         if target.images and not Path(target.images).exists():
-            print(f"warning: targets.{target.name}.images: {target.images} does not exist; "
-                  "this target is sampled and clustered but not scored", flush=True)
+            note(f"targets.{target.name}.images: {target.images} does not exist; "
+                 "this target is sampled and clustered but not scored")
             target.images = None
         if target.images:
             try:
                 load_private_set(target.name, target.images, 32, target.caption or "-")
             except ValueError as error:
-                raise ConfigError(f"targets.{target.name}.images: {error}") from error
+                raise ConfigError(f"targets.{target.name}.images: {error}") from None
+    check_sscd(config["sscd"])
     return targets

@@ -2,8 +2,12 @@
 
 Layout (``resources/datasets/<set>/``, or a user's own folder)::
 
-    images/      *.png / *.jpg / *.jpeg / *.webp  (at least two)
+    images/      *.png / *.jpg / *.jpeg / *.webp / *.bmp / *.gif / *.tif  (at least two)
     caption.txt  the fine-tuning caption (or give ``caption:`` in the config)
+
+Other files in ``images/`` are not used and are listed in a note; hidden files are ignored.
+Any image mode is converted to 8-bit RGB (16-bit and float grayscale are rescaled, not clipped;
+transparency is composited on white).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 class PrivateSetError(ValueError):
@@ -46,6 +50,12 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
+def unused_files(folder: Path) -> list[str]:
+    """Files in images/ that are not loaded (other suffixes), hidden files aside."""
+    return sorted(p.name for p in (folder / "images").iterdir()
+                  if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
 def read_caption(folder: Path, caption: str | None = None) -> str:
     if caption is not None and caption.strip():
         return caption.strip()
@@ -58,9 +68,25 @@ def read_caption(folder: Path, caption: str | None = None) -> str:
     return text
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float grayscale as 8-bit "L": ``convert("L")`` would clip them (to white)."""
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        values = values / 257.0 if values.max() > 255 else values  # 16-bit data opened as 32-bit
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = values * 255.0 if values.max() <= 1.0 else values
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+
+
 def to_square_rgb(image: Image.Image, resolution: int) -> Image.Image:
-    """Composite transparency on white, centre-crop to a square, resize (Lanczos)."""
-    if image.mode in ("RGBA", "LA", "P"):
+    """8-bit RGB: rescale high bit depths, composite transparency on white, centre-crop, resize (Lanczos)."""
+    image = to_8bit(image)
+    if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
@@ -78,8 +104,15 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return np.asarray(to_square_rgb(image, resolution), dtype=np.uint8)
+    except Image.DecompressionBombError as error:
+        raise PrivateSetError(_too_large(path, error)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise PrivateSetError(f"{path}: not a readable image ({error})") from error
+
+
+def _too_large(path: Path, error: Exception) -> str:
+    return (f"{path}: image too large to open safely ({error}); downscale it (the attack works at the base "
+            "model's resolution anyway)")
 
 
 def load_private_set(name: str, folder: str | Path, resolution: int, caption: str | None = None,
@@ -97,6 +130,8 @@ def load_private_set(name: str, folder: str | Path, resolution: int, caption: st
         try:
             with Image.open(path) as image:
                 sizes[path] = image.size
+        except Image.DecompressionBombError as error:
+            raise PrivateSetError(_too_large(path, error)) from None
         except (UnidentifiedImageError, OSError) as error:
             raise PrivateSetError(f"{path}: not a readable image ({error})") from error
     distinct = sorted(set(sizes.values()))
@@ -105,5 +140,9 @@ def load_private_set(name: str, folder: str | Path, resolution: int, caption: st
                      f"to {resolution}x{resolution}")
     elif distinct[0] != (resolution, resolution):
         notes.append(f"{folder}: images resized from {distinct[0][0]}x{distinct[0][1]} to {resolution}x{resolution}")
+    unused = unused_files(folder)
+    if unused:
+        notes.append(f"{folder / 'images'}: not images of a supported type, not used: {', '.join(unused)} "
+                     f"(supported: {', '.join(IMAGE_SUFFIXES)})")
     images = np.stack([load_image(p, resolution) for p in files])
     return PrivateSet(name, folder, text, files, images, notes)

@@ -52,18 +52,17 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
     from .models import load_base
 
     torch.set_num_threads(threads)
-    if load_options.get("precision", "auto") in ("auto", "fp16"):
+    if load_options["precision"] in ("auto", "fp16"):
         # AdamW updates at the paper's lr 2e-6 underflow in fp16 weights: fine-tune in fp32, as the authors did
         load_options = {**load_options, "precision": "fp32"}
     backbone = load_base(base, **load_options)
     private = load_private_set(Path(set_folder).name, set_folder, backbone.resolution, caption)
     for note in private.notes:
         print(f"note: {note}", flush=True)
-    cfg = FinetuneConfig(method=method, lr=float(hyper["lr"]),
-                         steps_per_image=int(hyper.get("steps_per_image", 200)),
-                         batch_size=int(hyper.get("batch_size", 1)), seed=int(hyper.get("seed", 0)),
-                         lora_rank=int(hyper.get("rank", 16)),
-                         lora_targets=list(hyper.get("targets", ["to_q", "to_k", "to_v", "to_out.0"])))
+    # hyper is finetune.<method> of the schema-validated config: every key is there (the schema's defaults)
+    lora = {"lora_rank": int(hyper["rank"]), "lora_targets": list(hyper["targets"])} if method == "lora" else {}
+    cfg = FinetuneConfig(method=method, lr=float(hyper["lr"]), steps_per_image=int(hyper["steps_per_image"]),
+                         batch_size=int(hyper["batch_size"]), seed=int(hyper["seed"]), **lora)
     print(f"fine-tuning {method} on {private.n0} images of {set_folder} with caption {private.caption!r}: "
           f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
     out = Path(out)

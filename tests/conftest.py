@@ -1,13 +1,49 @@
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+SCHEMAS = REPO / "workflow" / "schemas"
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"  # paths in it are relative to .test/
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def snakemake_cmd(directory: Path) -> list[str]:
+    """Snakemake on the repository's workflow, run in its own working directory (own .snakemake/, own lock)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(directory)]
+
+
+PATH_KEYS = ("base_model", "sscd.calibration")
+
+
+def absolute_paths(config: dict, root: Path) -> dict:
+    """The config's file paths (base model, private set folders, SSCD calibration) made absolute from root."""
+    def fix(value):
+        return str((root / value).resolve()) if isinstance(value, str) and value and not Path(value).is_absolute() \
+            and (root / value).exists() else value
+
+    for key in PATH_KEYS:
+        *parents, last = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent, {})
+        if last in node:
+            node[last] = fix(node[last])
+    for spec in config.get("private_sets", {}).values():
+        spec["folder"] = fix(spec["folder"])
+    return config
+
+
+def load_test_config() -> dict:
+    """.test/config/config.yaml with absolute paths, to run from any working directory."""
+    return absolute_paths(yaml.safe_load(TEST_CONFIG.read_text()), TEST_CONFIG.parent.parent)
 
 
 def make_tiny_backbone(channels=(16, 32, 32), seed=0, prediction_type="v_prediction"):

@@ -1,18 +1,21 @@
 """Bad input fails early with an error that names the file or key and what was expected."""
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import REPO, emoji_like_images, make_tiny_backbone, write_private_set
-from finextract.config import ConfigError, check_config
+from conftest import SCHEMAS, emoji_like_images, load_test_config, make_tiny_backbone, write_private_set
+from finextract.config import ConfigError, validate_config
 from finextract.data import PrivateSetError, load_private_set
 from finextract.finetune import FinetuneConfig, finetune
 
 
 def base_config(folder):
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = load_test_config()
     config["private_sets"] = {"mine": {"folder": str(folder)}}
     return config
+
+
+def check_config(config):
+    return validate_config(config, SCHEMAS)
 
 
 def test_missing_and_empty_folders(tmp_path):
@@ -53,7 +56,7 @@ def test_config_checks_name_the_key(tmp_path):
     folder = write_private_set(tmp_path / "set", emoji_like_images(2))
     config = base_config(folder)
     config["sampling"]["methods"]["finextract"]["w"] = {"dreambooth": 0.0, "lora": 5.0}
-    with pytest.raises(ConfigError, match=r"sampling.methods.finextract.w .* must be > 0"):
+    with pytest.raises(ConfigError, match=r"sampling.methods.finextract.w.dreambooth: 0.0 is less than or equal to the minimum"):
         check_config(config)
     config = base_config(folder)
     config["sscd"]["model"] = str(tmp_path / "missing_sscd.pt")

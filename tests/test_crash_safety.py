@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, snakemake_cmd
 from test_slurm import FAST_POLLING, PROFILE, rule_of, run_snakemake, slurm_cluster, slurm_jobs, slurm_run_id  # noqa: F401
 from test_workflow import smoke_config
 
@@ -76,7 +76,7 @@ def test_killed_workflow_resumes_and_keeps_finished_shards(tmp_path):
     targets = [str(s) for s in shards]
     log = tmp_path / "first-run.log"
     # No --workflow-profile: workflow/profiles/default applies (rerun-incomplete among others).
-    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--configfile", str(config)]
+    cmd = snakemake_cmd(tmp_path) + ["--configfile", str(config)]
     proc = start(cmd + ["--cores", "1", *targets], log)
     # Shards run one after the other (--cores 1), in an order Snakemake picks. Once a shard has images,
     # the shards before it are finished and recorded as such. Kill while one is half done.
@@ -122,7 +122,8 @@ def test_killed_sample_command_skips_the_seeds_it_already_wrote(tmp_path):
     def sample_cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "finextract", "sample", "--base", "resources/base", "--ft-method", "none",
                 "--set-folder", f"resources/datasets/{SET}", "--method", "direct", "--steps", "30",
-                "--seeds", "000100-000109", "--batch-size", "1", "--threads", "1", "--out", str(out)]
+                "--seeds", "000100-000109", "--batch-size", "1", "--threads", "1", "--out", str(out),
+                "--w", "1", "--k", "0", "--base-kind", "auto", "--precision", "auto", "--device", "auto"]
 
     out, reference = tmp_path / "shard", tmp_path / "reference"
     log = tmp_path / "sample.log"

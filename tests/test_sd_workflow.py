@@ -14,7 +14,6 @@ run through the workflow's rules as a user's config would drive them:
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import REPO, emoji_like_images, write_private_set
+from conftest import REPO, emoji_like_images, snakemake_cmd, write_private_set
 from sd_fixtures import (build_sd_pipeline, build_sdxl_pipeline, save_pipeline, tiny_sdxl_unet,
                          write_kohya_lora)
 
@@ -32,19 +31,18 @@ from finextract.report import CONTROL_LABEL
 
 pytestmark = pytest.mark.slow  # end to end through Snakemake: about a minute per test on 2 busy cores
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "2"]
 CAPTION = "art style of a cat"
 N0 = 2
 N_PER_IMAGE = 2  # N = 4 images per sampling method
-SSCD = {"model": "distilled", "calibration": "resources/sscd/calibration-distilled.npz", "resolution": 224,
+SSCD = {"model": "distilled", "calibration": str(REPO / "resources/sscd/calibration-distilled.npz"), "resolution": 224,
         "batch_size": 32}
 RESOLUTION = 16  # the tiny pipelines' native size: UNet sample_size 8 × VAE factor 2
 
 
 def snakemake(configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run(SNAKEMAKE + ["--configfile", str(configfile), *args], cwd=REPO, capture_output=True,
-                            text=True, env=env)
+    cmd = snakemake_cmd(configfile.parent) + ["--cores", "2", "--configfile", str(configfile), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {configfile.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SNAKEFILE
 from test_workflow import smoke_config
 
 pytestmark = pytest.mark.slurm
@@ -74,8 +74,13 @@ def slurm_cluster():
 
 
 def run_snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=cwd, env=ENV,
+    """Snakemake with args; callers name the workflow's --directory, so each run has its own .snakemake/."""
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=ENV,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def workflow_in(directory: Path) -> list[str]:
+    return ["--snakefile", str(SNAKEFILE), "--directory", str(directory)]
 
 
 def slurm_run_id(output: str) -> str:
@@ -119,10 +124,10 @@ def compared_files(results: Path) -> list[Path]:
     return files
 
 
-# config/smoke.yaml trimmed to fit the CI budget (every SLURM job costs a queue round trip and two
+# .test/config/config.yaml trimmed to fit the CI budget (every SLURM job costs a queue round trip and two
 # Snakemake start-ups): one private set (wesnoth-drake, N0 = 5), LoRA only, every sampling method and the
 # control row, and shards of 5 seeds, so each combination is sampled by two GPU jobs. 13 SLURM jobs.
-# FX_SLURM_FULL_SMOKE=1 runs config/smoke.yaml as it is (41 SLURM jobs).
+# FX_SLURM_FULL_SMOKE=1 runs .test/config/config.yaml as it is (41 SLURM jobs).
 TRIM = {
     "private_sets": {"wesnoth-drake": {"folder": "resources/datasets/wesnoth-drake"}},
     "finetune.dreambooth.enabled": False,
@@ -147,14 +152,15 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
     local_config = smoke_config(local_dir, **overrides)
 
     # The plan under the SLURM profile: how many jobs of each rule to expect.
-    plan = run_snakemake("--workflow-profile", str(PROFILE), "--configfile", str(slurm_config), "-n")
+    plan = run_snakemake(*workflow_in(slurm_dir), "--workflow-profile", str(PROFILE), "--configfile",
+                         str(slurm_config), "-n")
     assert plan.returncode == 0, plan.stderr[-3000:]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, flags=re.M))
     n_shards, n_finetune = int(planned["sample_shard"]), int(planned["finetune"])
     assert n_shards >= 2 and n_finetune >= 1
 
     started = time.time()
-    run = run_snakemake("--workflow-profile", str(PROFILE), "--configfile", str(slurm_config),
+    run = run_snakemake(*workflow_in(slurm_dir), "--workflow-profile", str(PROFILE), "--configfile", str(slurm_config),
                         *FAST_POLLING, "--slurm-logdir", str(tmp_path / "slurm_logs"))
     slurm_s = time.time() - started
     output = run.stdout + run.stderr
@@ -179,7 +185,8 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
 
     # A plain local run of the same config gives the same bytes.
     started = time.time()
-    local = run_snakemake("--workflow-profile", "none", "--cores", "2", "--configfile", str(local_config))
+    local = run_snakemake(*workflow_in(local_dir), "--workflow-profile", "none", "--cores", "2", "--configfile",
+                          str(local_config))
     assert local.returncode == 0, f"local run failed:\n{(local.stdout + local.stderr)[-8000:]}"
     print(f"local run: {time.time() - started:.0f} s")
 

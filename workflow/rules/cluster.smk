@@ -10,7 +10,7 @@ rule cluster:
         directory(f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}"),
     params:
         n0=lambda wc: N0[wc.set],
-        time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+        time_cap=config["clustering"]["time_cap_s"],
         min_threshold=min_threshold_arg(),
     log:
         f"{RESULTS}/logs/clusters/{{set}}/{{ft}}/{{method}}.log",
@@ -21,5 +21,5 @@ rule cluster:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{FX} cluster --embeddings {input.embeddings} --order {input.order} --n0 {params.n0} "
+        "$FINEXTRACT cluster --embeddings {input.embeddings} --order {input.order} --n0 {params.n0} "
         "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --out {output} 2>&1 | tee {log}"

@@ -1,32 +1,36 @@
-# Config validation (schema, then semantic checks that touch the file system) runs while the
-# DAG is built, so a bad config fails before any job starts. Both modes — the embedded default
-# (private sets we fine-tune on) and real-world mode (published checkpoints, `targets:`) — become
-# one list of attack targets that the rules read.
+# Config validation (schema with its defaults, then the checks that touch the file system) runs
+# while the DAG is built, so a bad config fails before any job starts: finextract.config.validate_config,
+# the same function the tests call. Both modes — the embedded default (private sets we fine-tune on)
+# and real-world mode (published checkpoints, `targets:`) — become one list of attack targets that
+# the rules read. All helper functions of the rules live here.
 import glob
+import os
 import shlex
 import sys
-
-from snakemake.utils import validate
+from pathlib import Path
 
 from finextract import config as fxconfig
 
-PY = sys.executable
-FX = f"{PY} -m finextract"
+# The CLI that every shell command runs, with the interpreter that runs Snakemake, is $FINEXTRACT in
+# the jobs' environment. Not a params entry, because params are provenance: a job would rerun
+# whenever the venv moves. (Set, not read, here; each job process re-parses this file and sets it.)
+FX = f"{shlex.quote(sys.executable)} -m finextract"
+os.environ.update(FINEXTRACT=FX)
 try:
-    if fxconfig.is_realworld(config):
-        validate(config, workflow.source_path("../schemas/realworld.schema.yaml"))
-        TARGETS = fxconfig.check_realworld(config)
-    else:
-        validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-        TARGETS = fxconfig.attack_targets(config, fxconfig.check_config(config))
+    TARGETS = fxconfig.validate_config(config, Path(workflow.basedir) / "schemas",
+                                       local_exec=workflow.local_exec)
 except fxconfig.ConfigError as error:
     raise WorkflowError(f"config error: {error}")
 
-RESULTS = config.get("results", "results/realworld" if fxconfig.is_realworld(config) else "results")
-CONTROL = config.get("sampling", config.get("defaults", {})).get("control", True)
+RESULTS = config["results"]
+CONTROL = config["defaults" if fxconfig.is_realworld(config) else "sampling"]["control"]
 COMBOS = fxconfig.target_combos(TARGETS, CONTROL)
 SCORED = [c for c in COMBOS if TARGETS[c.set].images]
 N0 = {name: target.n0 for name, target in TARGETS.items()}
+TAUS = " ".join(str(t) for t in config["metrics"]["taus"])
+SWEEP = config["n_sweep"]
+SWEEP_MULTIPLES = sorted(SWEEP["n_per_image"])
+SWEEP_COMBOS = [c for c in COMBOS if c.ft in SWEEP["ft"] and c.method in SWEEP["methods"] and c in SCORED]
 
 
 def target(wildcards):
@@ -95,7 +99,7 @@ def guidance(wildcards):
 
 
 def min_threshold_arg():
-    value = config.get("clustering", {}).get("min_threshold", 0.6)
+    value = config["clustering"]["min_threshold"]
     return "none" if value is None else value
 
 
@@ -103,9 +107,25 @@ def finetune_params(ft):
     return dict(config["finetune"][ft])
 
 
+def sscd_args():
+    sscd = config["sscd"]
+    calibration = sscd["calibration"]
+    return (f"--model {shlex.quote(str(sscd['model']))} "
+            f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
+            f"--resolution {sscd['resolution']} --batch-size {sscd['batch_size']}")
+
+
+def sweep_shard_dirs(wildcards):
+    t = target(wildcards)
+    n_images = max(SWEEP_MULTIPLES) * t.n0
+    shards = fxconfig.seed_shards(n_images, t.sampling["shard_size"], t.sampling["seed_offset"])
+    return expand(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
+                  set=wildcards.set, ft=wildcards.ft, method=wildcards.method, shard=shards)
+
+
 wildcard_constraints:
     set="[A-Za-z0-9][A-Za-z0-9_.-]*",
     ft="dreambooth|lora|none",
     method="direct|cfg|finextract|finextract_uncond",
-    shard=r"\d{6}-\d{6}",
+    shard=fxconfig.SHARD_PATTERN,
     multiple=r"\d+",

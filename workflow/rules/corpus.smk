@@ -9,12 +9,14 @@ rule corpus:
         captions=f"{RESULTS}/corpus/captions.csv",
         meta=f"{RESULTS}/corpus/corpus.json",
     params:
+        cache=f"{RESULTS}/cache",
+        out=lambda wildcards, output: os.path.dirname(output.meta),
         resolution=32,
         concepts=128,
     log:
         f"{RESULTS}/logs/corpus.log",
     shell:
-        "{FX} corpus --cache {RESULTS}/cache --out {RESULTS}/corpus --resolution {params.resolution} "
+        "$FINEXTRACT corpus --cache {params.cache} --out {params.out} --resolution {params.resolution} "
         "--concepts {params.concepts} 2>&1 | tee {log}"
 
 
@@ -25,6 +27,8 @@ rule pretrain:
     output:
         directory(f"{RESULTS}/pretrain/model"),
     params:
+        corpus=lambda wildcards, input: os.path.dirname(input.images),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
         steps=16000,
     log:
         f"{RESULTS}/logs/pretrain.log",
@@ -34,5 +38,5 @@ rule pretrain:
         mem_mb=4000,
         runtime=600,
     shell:
-        "{FX} pretrain --corpus {RESULTS}/corpus --out {RESULTS}/pretrain --steps {params.steps} "
+        "$FINEXTRACT pretrain --corpus {params.corpus} --out {params.out} --steps {params.steps} "
         "--threads {threads} 2>&1 | tee {log}"

@@ -1,14 +1,6 @@
 # SSCD descriptors of generated and private images, as .npy matrices plus the image order.
 
 
-def sscd_args():
-    sscd = config.get("sscd", {})
-    calibration = sscd.get("calibration")
-    return (f"--model {shlex.quote(str(sscd.get('model', 'distilled')))} "
-            f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
-            f"--resolution {sscd.get('resolution', 224)} --batch-size {sscd.get('batch_size', 64)}")
-
-
 rule embed_generated:
     input:
         shard_dirs,
@@ -26,7 +18,7 @@ rule embed_generated:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{FX} embed --images {input} {params.sscd} --threads {threads} "
+        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
         "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
 
 
@@ -48,5 +40,5 @@ rule embed_private:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{FX} embed --private-set {params.folder} --base {params.base} {params.sscd} "
+        "$FINEXTRACT embed --private-set {params.folder} --base {params.base} {params.sscd} "
         "--threads {threads} --out {output.embeddings} --order {output.order} 2>&1 | tee {log}"

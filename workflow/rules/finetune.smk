@@ -20,6 +20,6 @@ rule finetune:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{FX} finetune {params.load} {params.caption} "
+        "$FINEXTRACT finetune {params.load} {params.caption} "
         "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output} "
         "2>&1 | tee {log}"

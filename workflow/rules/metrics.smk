@@ -33,6 +33,8 @@ rule summary:
         "{FX} summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
         "--out-all {output.all} --extracted-root {RESULTS}/clusters"
 
+    log:
+        f"{RESULTS}/logs/summary/table1.log",
 
 rule extracted_grid:
     input:
@@ -40,7 +42,8 @@ rule extracted_grid:
         clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in SCORED],
     output:
         f"{RESULTS}/summary/extracted_grid.png",
-    params:
+    log:
+        f"{RESULTS}/logs/summary/extracted_grid.log",
     localrule: True
     shell:
-        "{FX} grid --metrics {input.metrics} --out {output}"
+        "$FINEXTRACT grid --metrics {input.metrics} --out {output} 2>&1 | tee {log}"

@@ -2,18 +2,7 @@
 # extended to 500 N0). One sampling run at the largest N; every smaller N is a prefix of its seeds,
 # so its shards are the same jobs (and files) as the default run's and are shared with it.
 
-SWEEP = config.get("n_sweep", {})
-SWEEP_MULTIPLES = sorted(SWEEP.get("n_per_image", [10, 20, 50, 100, 200, 500]))
-SWEEP_COMBOS = [c for c in COMBOS if c.ft in SWEEP.get("ft", ["dreambooth"])
-                and c.method in SWEEP.get("methods", ["finextract", "direct"]) and c in SCORED]
-
-
-def sweep_shard_dirs(wildcards):
-    t = target(wildcards)
-    n_images = max(SWEEP_MULTIPLES) * t.n0
-    shards = fxconfig.seed_shards(n_images, t.sampling["shard_size"], t.sampling["seed_offset"])
-    return expand(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
-                  set=wildcards.set, ft=wildcards.ft, method=wildcards.method, shard=shards)
+# (SWEEP, SWEEP_MULTIPLES, SWEEP_COMBOS and sweep_shard_dirs are in common.smk.)
 
 
 rule embed_sweep:
@@ -31,7 +20,7 @@ rule embed_sweep:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{FX} embed --images {input} {params.sscd} --threads {threads} "
+        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
         "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
 
 
@@ -45,7 +34,7 @@ rule sweep_point:
     params:
         n_images=lambda wc: int(wc.multiple) * N0[wc.set],
         seed_offset=lambda wc: target(wc).sampling["seed_offset"],
-        time_cap=config.get("clustering", {}).get("time_cap_s", 30),
+        time_cap=config["clustering"]["time_cap_s"],
         min_threshold=min_threshold_arg(),
         taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
     log:
@@ -55,7 +44,7 @@ rule sweep_point:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{FX} sweep-point --generated {input.generated} --order {input.order} --private {input.private} "
+        "$FINEXTRACT sweep-point --generated {input.generated} --order {input.order} --private {input.private} "
         "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
         "--min-threshold {params.min_threshold} "
         "--taus {params.taus} --set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} "
@@ -70,8 +59,10 @@ rule n_sweep:
         csv=f"{RESULTS}/n_sweep/n_sweep.csv",
         png=f"{RESULTS}/n_sweep/n_sweep.png",
     params:
-        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+        taus=TAUS,
+    log:
+        f"{RESULTS}/logs/n_sweep/n_sweep.log",
     localrule: True
     shell:
-        "{FX} sweep-summary --points {input} --taus {params.taus} --out-csv {output.csv} "
-        "--out-png {output.png}"
+        "$FINEXTRACT sweep-summary --points {input} --taus {params.taus} --out-csv {output.csv} "
+        "--out-png {output.png} 2>&1 | tee {log}"

@@ -22,7 +22,7 @@ rule sample_shard:
         mem_mb=3000,
         runtime=60,
     shell:
-        "{FX} sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
+        "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.guidance[0]} --k {params.guidance[1]} "
         "--steps {params.steps} --seeds {wildcards.shard} --batch-size {params.batch_size} "
         "--threads {threads} --out {output} 2>&1 | tee {log}"
