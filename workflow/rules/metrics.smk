@@ -28,13 +28,13 @@ rule summary:
         csv=f"{RESULTS}/summary/table1.csv",
         md=f"{RESULTS}/summary/table1.md",
         all=f"{RESULTS}/summary/all_metrics.csv",
+    log:
+        f"{RESULTS}/logs/summary/table1.log",
     localrule: True
     shell:
         "{FX} summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
         "--out-all {output.all} --extracted-root {RESULTS}/clusters"
 
-    log:
-        f"{RESULTS}/logs/summary/table1.log",
 
 rule extracted_grid:
     input:

@@ -36,7 +36,7 @@ rule sweep_point:
         seed_offset=lambda wc: target(wc).sampling["seed_offset"],
         time_cap=config["clustering"]["time_cap_s"],
         min_threshold=min_threshold_arg(),
-        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+        taus=TAUS,
     log:
         f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
     threads: 1
