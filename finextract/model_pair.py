@@ -149,7 +149,9 @@ class _Stored:
 
 class _Exact(_Stored):
     def __init__(self, pretrained: torch.Tensor, device: torch.device | None):
-        self.tensor = pretrained.detach().to(device) if device is not None else pretrained.detach()
+        # a copy, never a view: a view would keep the whole storage it came from alive (safetensors
+        # files are loaded as one storage per file)
+        self.tensor = pretrained.detach().to(device, copy=True) if device is not None else pretrained.detach().clone()
         self.nbytes = self.tensor.numel() * self.tensor.element_size()
 
     def value(self, finetuned):
@@ -257,8 +259,7 @@ class PatchedUNetPair(ModelPair):
                     else:
                         stored = _CastDelta(tensor, other, _DTYPES[kind], device)
                     self._patches.setdefault(name, {})[tname] = stored
-                    if stored.__class__ is not _Exact or device is not None:
-                        tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
+                    tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
         del pretrained
         if device is not None and device.type == "cpu" and torch.cuda.is_available():
             for stored in (s for entries in self._patches.values() for s in entries.values()):
