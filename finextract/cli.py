@@ -67,7 +67,8 @@ def _sample(args: argparse.Namespace) -> None:
 
     run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
-               threads=args.threads, ft_options=_finetuned_options(args), **_load_options(args))
+               threads=args.threads, ft_options=_finetuned_options(args), memory=args.memory,
+               **_load_options(args))
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
     p.add_argument("--batch-size", type=int, required=True, help="UNet batch rows per forward (CFG: 2 per image)")
+    p.add_argument("--memory", default="two-unets",
+                   help="DreamBooth: two-unets, delta, delta-fp16, delta-bf16, delta-int8, pretrained-bf16 or "
+                        "pretrained-fp16, optionally @cpu (finextract.model_pair.reduce_memory)")
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_sample)

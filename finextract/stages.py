@@ -74,18 +74,27 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
 # --- sampling -----------------------------------------------------------------------------
 def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | None, caption: str | None,
                method: str, w: float, k: float, steps: int, seeds: str, batch_size: int, out: Path,
-               threads: int = 1, ft_options: dict | None = None, **load_options) -> None:
-    """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``."""
+               threads: int = 1, ft_options: dict | None = None, memory: str = "two-unets",
+               **load_options) -> None:
+    """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``.
+
+    ``memory`` (DreamBooth only): ``two-unets`` or a mode of ``model_pair.MEMORY_MODES``, optionally
+    ``@cpu`` to keep θ's part in host memory; direct / CFG shards then keep nothing of θ.
+    """
     import torch
 
     from .data import read_caption
+    from .model_pair import PRETRAINED, reduce_memory
     from .models import load_base, load_pair
     from .perf import PerfRecorder
-    from .sampling import sample_to_folder
+    from .sampling import method_requests, sample_to_folder
 
     torch.set_num_threads(threads)
     backbone = load_base(base, **load_options)
     pair = load_pair(backbone, ft_method, ft_dir, **(ft_options or {}))
+    mode, _, storage = memory.partition("@")
+    needs_pretrained = any(r.model == PRETRAINED for r in method_requests(method, None, None))
+    pair = reduce_memory(pair, mode, needs_pretrained=needs_pretrained, storage_device=storage or None)
     text = caption if caption is not None else read_caption(Path(set_folder), None)
     seed_list = shard_seeds(seeds)
     out = Path(out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,27 @@ def test_unknown_mode_and_non_dreambooth_pairs(tmp_path):
     with pytest.raises(ValueError, match="memory must be one of"):
         reduce_memory(reference, "delta-int4")
     assert reduce_memory(reference, "two-unets") is reference
+
+
+def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
+    """The ``finextract sample --memory`` path (stages.run_sample) on a saved SD-shaped pipeline + DreamBooth UNet."""
+    from PIL import Image
+
+    from finextract.stages import run_sample
+    from sd_fixtures import save_pipeline
+
+    pipe = copy.deepcopy(_PIPELINES.get("sd") or build_sd_pipeline(tmp_path / "tok"))
+    base = save_pipeline(pipe, tmp_path / "base")
+    _finetuned(pipe.unet).save_pretrained(tmp_path / "db", safe_serialization=True)
+    images = {}
+    for memory in ("two-unets", "delta", "delta-int8"):
+        out = tmp_path / memory
+        run_sample(str(base), str(tmp_path / "db"), "dreambooth", None, "a dog", "finextract", 3.0, -0.02, 2,
+                   "0-1", 4, out, threads=1, memory=memory, precision="fp32", device="cpu")
+        images[memory] = [torch.from_numpy(np.asarray(Image.open(p))).int()
+                          for p in sorted(out.glob("seed_*.png"))]
+        assert len(images[memory]) == 2 and (out / "perf.csv").exists()
+    for a, b in zip(images["two-unets"], images["delta"]):
+        assert torch.equal(a, b)
+    for a, b in zip(images["two-unets"], images["delta-int8"]):
+        assert (a - b).abs().max() <= 2  # uint8 levels
