@@ -143,7 +143,8 @@ class _Stored:
 
     nbytes: int
 
-    def value(self, finetuned: torch.Tensor) -> torch.Tensor:
+    def value(self, finetuned: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """θ's tensor, rebuilt from θ''s (``finetuned``), in ``out`` when given (a reused scratch buffer)."""
         raise NotImplementedError
 
 
@@ -154,8 +155,8 @@ class _Exact(_Stored):
         self.tensor = pretrained.detach().to(device, copy=True) if device is not None else pretrained.detach().clone()
         self.nbytes = self.tensor.numel() * self.tensor.element_size()
 
-    def value(self, finetuned):
-        return self.tensor.to(finetuned.device, non_blocking=True)
+    def value(self, finetuned, out=None):
+        return self.tensor.to(finetuned.device, non_blocking=True)  # no arithmetic: ``out`` is not needed
 
 
 class _CastDelta(_Stored):
@@ -166,8 +167,11 @@ class _CastDelta(_Stored):
         self.delta = delta.to(device) if device is not None else delta
         self.nbytes = self.delta.numel() * self.delta.element_size()
 
-    def value(self, finetuned):
-        return finetuned + self.delta.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+    def value(self, finetuned, out=None):
+        if out is None:
+            return finetuned + self.delta.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+        out.copy_(self.delta, non_blocking=True)
+        return out.add_(finetuned)
 
 
 class _Int8Delta(_Stored):
@@ -183,10 +187,15 @@ class _Int8Delta(_Stored):
         self.scale = scale.to(self.q.device)
         self.nbytes = self.q.numel() + self.scale.numel() * 4
 
-    def value(self, finetuned):
-        q = self.q.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+    def value(self, finetuned, out=None):
         scale = self.scale.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
-        return torch.addcmul(finetuned.reshape(q.shape), q, scale).reshape(finetuned.shape)
+        if out is None:
+            q = self.q.to(finetuned.device, non_blocking=True).to(finetuned.dtype)
+            return torch.addcmul(finetuned.reshape(q.shape), q, scale).reshape(finetuned.shape)
+        flat = out.view(self.q.shape)
+        flat.copy_(self.q, non_blocking=True)
+        flat.mul_(scale).add_(finetuned.reshape(self.q.shape))
+        return out
 
 
 def release_memory(device: torch.device | str | None = None) -> None:
@@ -198,6 +207,12 @@ def release_memory(device: torch.device | str | None = None) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def finetuned_modules_numel(unet: torch.nn.Module, name: str, entries: dict) -> list[int]:
+    """Element counts of a module's tensors that are rebuilt arithmetically (what needs scratch space)."""
+    tensors = _module_tensors(unet.get_submodule(name))
+    return [tensors[t].numel() for t, stored in entries.items() if not isinstance(stored, _Exact)]
 
 
 def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -261,6 +276,8 @@ class PatchedUNetPair(ModelPair):
                     self._patches.setdefault(name, {})[tname] = stored
                     tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
         del pretrained
+        self._largest = max((sum(finetuned_modules_numel(finetuned_unet, name, entries))
+                             for name, entries in self._patches.items()), default=0)
         if device is not None and device.type == "cpu" and torch.cuda.is_available():
             for stored in (s for entries in self._patches.values() for s in entries.values()):
                 for attr in ("tensor", "delta", "q", "scale"):
@@ -289,12 +306,28 @@ class PatchedUNetPair(ModelPair):
         modules = dict(unet.named_modules())
         patched: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # per running layer: (tensor, θ''s data)
 
+        # Rebuilt tensors go into scratch buffers reused from layer to layer (one per nesting depth), so a
+        # forward of θ allocates nothing per layer: fresh allocations of every layer's size cost page faults.
+        scratch: list[torch.Tensor] = []
+        ref = next(unet.parameters())
+
         def before(module, _args, entries):
+            depth = len(patched)
             saved = patched.setdefault(id(module), [])
+            need = sum(t.numel() for name, t in _module_tensors(module).items()
+                       if name in entries and not isinstance(entries[name], _Exact))
+            if need and (len(scratch) <= depth or scratch[depth].numel() < need):
+                buffer = torch.empty(max(need, self._largest), dtype=ref.dtype, device=ref.device)
+                scratch[depth:depth + 1] = [buffer]
+            offset = 0
             for tname, stored in entries.items():
                 tensor = getattr(module, tname)
                 saved.append((tensor, tensor.data))
-                tensor.data = stored.value(tensor.data)
+                out = None
+                if not isinstance(stored, _Exact):
+                    out = scratch[depth][offset:offset + tensor.numel()].view(tensor.shape)
+                    offset += tensor.numel()
+                tensor.data = stored.value(tensor.data, out)
 
         def restore(saved):
             for tensor, original in saved:
