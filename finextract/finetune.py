@@ -21,8 +21,6 @@ from .losses import diffusion_loss
 
 FINETUNE_METHODS = ("dreambooth", "lora")
 ADAPTER_NAME = "finetuned"
-LORA_FILE = "lora.safetensors"
-LORA_CONFIG_FILE = "lora_config.json"
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from finextract.backbones.tiny import load_base
+from finextract.models import load_base
 from finextract.corpus.build import image_grid
 from finextract.io import save_json, save_png
 from finextract.model_pair import SingleModel
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     out = Path(args.out)
-    backbone = load_base(args.model)
+    backbone = load_base(args.model, device="cpu")
     captions = pd.read_csv(Path(args.corpus) / "captions.csv")
     corpus = np.load(Path(args.corpus) / "images.npy")
     chosen = pick_captions(captions)

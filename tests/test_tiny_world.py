@@ -4,7 +4,7 @@ import torch
 
 from conftest import emoji_like_images, make_tiny_backbone
 from finextract.backbones.base import Conditioning
-from finextract.backbones.tiny import load_base
+from finextract.models import load_base
 from finextract.finetune import FinetuneConfig, finetune
 from finextract.model_pair import SingleModel, TwoUNetPair
 from finextract.sampling import sample_batch
@@ -63,7 +63,7 @@ def test_pretraining_loss_goes_down_on_a_tiny_batch():
 
 def test_saved_model_loads_back_identically(tmp_path, tiny_backbone):
     tiny_backbone.save(tmp_path / "base")
-    loaded = load_base(tmp_path / "base")
+    loaded = load_base(str(tmp_path / "base"), device="cpu")
     x, t = torch.randn(1, 12, 16, 16), torch.tensor([500])
     cond = Conditioning(torch.randn(1, 16, 384))
     with torch.no_grad():

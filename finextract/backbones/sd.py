@@ -24,6 +24,7 @@ from typing import Any, Iterator, Literal, Sequence
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from . import dreambooth, lora
 from .base import Backbone, Conditioning
 
 logger = logging.getLogger(__name__)
@@ -183,10 +184,8 @@ class LatentDiffusionBackbone(Backbone):
     def save_lora(self, unet: torch.nn.Module, out_dir: str | Path, rank: int | None = None,
                   targets: Sequence[str] | None = None, adapter_name: str = FINETUNED) -> None:
         """Write the adapter as diffusers' ``pytorch_lora_weights.safetensors`` (what ``load_lora_weights`` reads)."""
-        from .loading import save_lora
-
         out_dir = Path(out_dir)
-        save_lora(unet, out_dir, adapter_name=adapter_name)
+        lora.save_lora(unet, out_dir, adapter_name=adapter_name)
         config = unet.peft_config[adapter_name]
         (out_dir / "lora_config.json").write_text(json.dumps(
             {"rank": int(config.r), "alpha": float(config.lora_alpha),
@@ -195,15 +194,11 @@ class LatentDiffusionBackbone(Backbone):
 
     def load_lora(self, path: str | Path, adapter_name: str = FINETUNED, **kwargs: Any) -> Any:
         """Any LoRA diffusers can read (its own format, kohya/Civitai), checked against this base first."""
-        from .loading import load_lora
-
-        return load_lora(self, path, adapter_name=adapter_name, **kwargs)
+        return lora.load_lora(self, path, adapter_name=adapter_name, **kwargs)
 
     def load_dreambooth_unet(self, path: str | Path, **kwargs: Any) -> UNet2DConditionModel:
-        """θ''s UNet from a UNet folder, pipeline folder, hub id or single file (see loading.load_dreambooth_unet)."""
-        from .loading import load_dreambooth_unet
-
-        return load_dreambooth_unet(path, self, **kwargs)
+        """θ''s UNet from a UNet folder, pipeline folder, hub id or single file (see dreambooth.load_dreambooth_unet)."""
+        return dreambooth.load_dreambooth_unet(path, self, **kwargs)
 
     # --- bookkeeping --------------------------------------------------------------------
     def modules(self) -> list[torch.nn.Module]:

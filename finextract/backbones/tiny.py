@@ -98,7 +98,7 @@ def is_tiny_model(folder: str | Path) -> bool:
     return (Path(folder) / MODEL_FILE).exists()
 
 
-def load_base(path: str | Path, device: str | torch.device = "cpu") -> TinyPixelBackbone:
+def load_tiny(path: str | Path, device: str | torch.device = "cpu") -> TinyPixelBackbone:
     """Load a tiny-world model folder (``resources/base`` or a fine-tuned DreamBooth copy)."""
     folder = Path(path)
     meta_file = folder / MODEL_FILE
