@@ -12,7 +12,7 @@ of them on the synthetic benchmark data) and the other N0 - 1 are small. That is
 kept as is; ``benchmarks/bench_clustering.py`` measures what it costs in AS.
 
 Where and why this module differs from the authors' code (see
-``/work/shared/notes/reference-implementation.md``; ``benchmarks/authors_clustering.py`` is a
+``docs/reference-implementation.md``; ``benchmarks/authors_clustering.py`` is a
 faithful re-implementation kept for comparison):
 
 * **Which phi.** The authors start at the 25th percentile of 1,000 *unseeded* random entries, step

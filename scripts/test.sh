@@ -9,4 +9,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v rsvg-conv
 fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
-.venv/bin/python -m pytest -q -ra "$@"
+status=0
+.venv/bin/python -m pytest -q -ra "$@" || status=$?
+# snakemake --lint on the workflow (.test/ config); notices not justified in the script fail CI
+.venv/bin/python scripts/lint_workflow.py || { [ "$status" = 0 ] && status=1; }
+exit "$status"

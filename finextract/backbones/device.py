@@ -22,8 +22,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(precision: str | torch.dtype, device: str | torch.device = "auto") -> torch.dtype:
-    """``"auto"`` → fp16 on CUDA, fp32 elsewhere; CPU kernels for fp16 convolutions are slow or missing."""
-    device = resolve_device(device)
+    """``"auto"`` → fp16 on CUDA, fp32 elsewhere; CPU kernels for fp16 convolutions are slow or missing.
+
+    Only decides the dtype for ``device``; whether that device exists is :func:`resolve_device`'s question.
+    """
+    device = resolve_device(device) if device is None or str(device) == "auto" else torch.device(device)
     if isinstance(precision, torch.dtype):
         dtype = precision
     elif precision == "auto":
