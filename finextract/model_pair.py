@@ -194,7 +194,7 @@ class _Int8Delta(_Stored):
             return torch.addcmul(finetuned.reshape(q.shape), q, scale).reshape(finetuned.shape)
         flat = out.view(self.q.shape)
         flat.copy_(self.q, non_blocking=True)
-        flat.mul_(scale).add_(finetuned.reshape(self.q.shape))
+        torch.addcmul(finetuned.reshape(self.q.shape), flat, scale, out=flat)  # two passes over the layer
         return out
 
 
@@ -298,6 +298,31 @@ class PatchedUNetPair(ModelPair):
 
     def rows_per_image(self, models):
         return max(models.count(PRETRAINED), models.count(FINETUNED))  # one forward per model, as TwoUNetPair
+
+    @torch.no_grad()
+    def rebuild_seconds(self) -> float:
+        """Wall time to rebuild every differing layer of θ once, without running it: what a θ forward costs
+        beyond the forward itself (for benchmarks)."""
+        import time
+
+        unet = self.backbone.unet
+        ref = next(unet.parameters())
+        scratch = torch.empty(max(self._largest, 1), dtype=ref.dtype, device=ref.device)
+        if ref.device.type == "cuda":
+            torch.cuda.synchronize(ref.device)
+        start = time.perf_counter()
+        for name, entries in self._patches.items():
+            module, offset = unet.get_submodule(name), 0
+            for tname, stored in entries.items():
+                tensor = getattr(module, tname)
+                out = None
+                if not isinstance(stored, _Exact):
+                    out = scratch[offset:offset + tensor.numel()].view(tensor.shape)
+                    offset += tensor.numel()
+                stored.value(tensor.data, out)
+        if ref.device.type == "cuda":
+            torch.cuda.synchronize(ref.device)
+        return time.perf_counter() - start
 
     @contextlib.contextmanager
     def pretrained_weights(self) -> Iterator[None]:

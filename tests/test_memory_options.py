@@ -167,7 +167,7 @@ def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
         out = tmp_path / memory
         run_sample(str(base), str(tmp_path / "db"), "dreambooth", None, "a dog", "finextract", 3.0, -0.02, 2,
                    "0-1", 4, out, threads=1, memory=memory, precision="fp32", device="cpu")
-        images[memory] = [torch.from_numpy(np.asarray(Image.open(p))).int()
+        images[memory] = [torch.from_numpy(np.array(Image.open(p))).int()
                           for p in sorted(out.glob("seed_*.png"))]
         assert len(images[memory]) == 2 and (out / "perf.csv").exists()
     for a, b in zip(images["two-unets"], images["delta"]):
