@@ -199,15 +199,31 @@ class Backbone:
         # torch_dtype here rather than .to(dtype) later: diffusers warns on every load otherwise
         unet = unet_cls.from_pretrained(folder, use_safetensors=True,
                                         torch_dtype=next(self.unet.parameters()).dtype)
-        check_same_architecture(self.unet, unet, folder)
+        check_unet_fits(unet, self, str(folder))
         return unet.to(self.device).eval()
 
 
-def check_same_architecture(base: torch.nn.Module, other: torch.nn.Module, where) -> None:
-    """Fail before sampling if a fine-tuned UNet does not match the base it is paired with."""
-    base_shapes = {k: tuple(v.shape) for k, v in base.state_dict().items() if "lora_" not in k}
-    other_shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
-    if base_shapes != other_shapes:
-        differing = sorted(set(base_shapes.items()) ^ set(other_shapes.items()))[:3]
-        raise ValueError(f"{where}: fine-tuned UNet does not match the base model "
-                         f"(differing parameters, e.g. {differing})")
+def check_unet_fits(unet: torch.nn.Module, backbone: "Backbone", spec: str) -> None:
+    """Same parameter names and shapes as θ's UNet, or a clear error (an SDXL UNet next to SD 1.5...)."""
+    base = {k: v.shape for k, v in _base_state(backbone.unet).items()}
+    other = {k: v.shape for k, v in unet.state_dict().items()}
+    missing = sorted(set(base) - set(other))
+    extra = sorted(set(other) - set(base))
+    shapes = sorted(k for k in set(base) & set(other) if base[k] != other[k])
+    if missing or extra or shapes:
+        example = (f"{shapes[0]}: {tuple(other[shapes[0]])} vs base {tuple(base[shapes[0]])}" if shapes else
+                   (missing or extra)[0])
+        raise ValueError(f"fine-tuned UNet {spec} does not match the base model {getattr(backbone, 'source', None)!r} "
+                         f"({backbone.name}): {len(missing)} base parameters missing, {len(extra)} extra, "
+                         f"{len(shapes)} with other shapes (e.g. {example}). Is `pretrained` the model this "
+                         "checkpoint was fine-tuned from?")
+
+
+def _base_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """θ's UNet parameters under their plain names, even when LoRA layers wrap them."""
+    out = {}
+    for key, value in unet.state_dict().items():
+        if "lora_" in key:
+            continue
+        out[key.replace(".base_layer.", ".")] = value
+    return out

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from diffusers import UNet2DConditionModel
 
+from .base import check_unet_fits
 from .kinds import PICKLE_SUFFIXES, check_pickle, is_single_file, no_safetensors_hint, safetensors_flag
 from .pipelines import load_pipeline
 
@@ -101,32 +102,6 @@ def _check_local_weights(folder: Path, allow_pickle: bool) -> None:
     pickled = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if not has_st and pickled:
         check_pickle(pickled[0], allow_pickle, "model folder")
-
-
-def check_unet_fits(unet: torch.nn.Module, backbone: LatentDiffusionBackbone, spec: str) -> None:
-    """Same parameter names and shapes as θ's UNet, or a clear error (an SDXL UNet next to SD 1.5...)."""
-    base = {k: v.shape for k, v in _base_state(backbone.unet).items()}
-    other = {k: v.shape for k, v in unet.state_dict().items()}
-    missing = sorted(set(base) - set(other))
-    extra = sorted(set(other) - set(base))
-    shapes = sorted(k for k in set(base) & set(other) if base[k] != other[k])
-    if missing or extra or shapes:
-        example = (f"{shapes[0]}: {tuple(other[shapes[0]])} vs base {tuple(base[shapes[0]])}" if shapes else
-                   (missing or extra)[0])
-        raise ValueError(f"fine-tuned UNet {spec} does not match the base model {backbone.source!r} "
-                         f"({backbone.name}): {len(missing)} base parameters missing, {len(extra)} extra, "
-                         f"{len(shapes)} with other shapes (e.g. {example}). Is `pretrained` the model this "
-                         "checkpoint was fine-tuned from?")
-
-
-def _base_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """θ's UNet parameters under their plain names, even when LoRA layers wrap them."""
-    out = {}
-    for key, value in unet.state_dict().items():
-        if "lora_" in key:
-            continue
-        out[key.replace(".base_layer.", ".")] = value
-    return out
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
