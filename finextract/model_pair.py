@@ -244,6 +244,8 @@ class PatchedUNetPair(ModelPair):
                  storage_device: torch.device | str | None = None, needs_pretrained: bool = True):
         if memory not in MEMORY_MODES or memory == "two-unets":
             raise ValueError(f"memory must be one of {MEMORY_MODES[1:]}, not {memory!r}")
+        if storage_device is not None and memory.startswith("pretrained-"):
+            raise ValueError(f"{memory} keeps a whole UNet that runs beside θ'; @{storage_device} is for the delta modes")
         self.backbone = backbone
         self.memory = memory
         self.needs_pretrained = needs_pretrained
@@ -409,7 +411,7 @@ def reduce_memory(pair: ModelPair, memory: str = "two-unets", *, needs_pretraine
         raise ValueError(f"memory must be one of {MEMORY_MODES}, not {memory!r}")
     if memory == "two-unets" or not isinstance(pair, TwoUNetPair):
         return pair
-    finetuned = pair.finetuned_unet
-    pair.finetuned_unet = None  # type: ignore[assignment]
-    return PatchedUNetPair(pair.backbone, finetuned, memory, storage_device=storage_device,
-                           needs_pretrained=needs_pretrained)
+    patched = PatchedUNetPair(pair.backbone, pair.finetuned_unet, memory, storage_device=storage_device,
+                              needs_pretrained=needs_pretrained)
+    pair.finetuned_unet = None  # type: ignore[assignment]  # the old pair no longer describes the backbone
+    return patched

@@ -150,6 +150,8 @@ def test_unknown_mode_and_non_dreambooth_pairs(tmp_path):
     with pytest.raises(ValueError, match="memory must be one of"):
         reduce_memory(reference, "delta-int4")
     assert reduce_memory(reference, "two-unets") is reference
+    with pytest.raises(ValueError, match="delta modes"):
+        reduce_memory(reference, "pretrained-bf16", storage_device="cpu")
 
 
 def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
