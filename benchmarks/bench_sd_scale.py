@@ -229,6 +229,8 @@ def measure(args: argparse.Namespace) -> dict:
     device = backbone.device
     release_memory(device)
     load_seconds = time.perf_counter() - t0
+    # on CPU the weights are memory-mapped from the safetensors files and count once touched, so this mark
+    # is what loading touched (all of θ and θ' for the memory options, which compare them), not all weights
     load_peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else vm_hwm_bytes()) or 0
     hwm_reset = device.type == "cpu" and reset_peak_rss()
 
@@ -270,6 +272,7 @@ def measure(args: argparse.Namespace) -> dict:
             "load_peak_gb": round(load_peak / GIB, 3),
             "sampling_peak_gb": round(sampling_peak / GIB, 3) if sampling_peak else None,
             "stored_gb": round(getattr(pair, "stored_bytes", 0) / GIB, 3),
+            "rebuild_s": round(pair.rebuild_seconds(), 3) if hasattr(pair, "rebuild_seconds") else 0.0,
             "resolution": backbone.resolution}
 
 
@@ -321,8 +324,13 @@ def report(results: list[dict], skipped: list[str], args, counts: dict[str, dict
                   f"{r['decode_s']:>9.2f} {r['projected_50_steps_s_per_image']:>14.2f} "
                   f"{r[mem_key] or float('nan'):>8.2f} {r['load_peak_gb']:>8.2f} {r['stored_gb']:>9.2f}")
         print(f"peak GB = {'peak RSS while sampling and decoding (kernel mark reset after loading)' if mem_key == 'sampling_peak_gb' else r['memory_kind']}; "
-              "load GB = peak while loading (θ and θ' both, for every DreamBooth option); "
-              "θ kept = what a memory option holds of θ beside θ'")
+              "load GB = mark before sampling (CPU: weights are memory-mapped and count once touched; the memory "
+              "options touch θ and θ' while comparing them); θ kept = what a memory option holds of θ beside θ'; "
+              "rebuild s = rebuilding θ's differing layers once (the option's extra work per θ forward)")
+        for method, r in rows.items():
+            if r.get("rebuild_s"):
+                print(f"  {method}: rebuild {r['rebuild_s']:.2f} s per θ forward, {r['rebuild_s'] / r['step_s']:.3f} of its "
+                      f"measured step")
         print("\nRatios (time = per-step UNet time; memory = peak GB):")
         refs = {"direct": ["cfg"], "finextract-lora": ["cfg-lora"]}
         for method, r in rows.items():
