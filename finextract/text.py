@@ -8,8 +8,6 @@ import logging
 import os
 from functools import lru_cache
 
-import torch
-
 MAX_TOKENS = 16
 HIDDEN_SIZE = 384
 logger = logging.getLogger(__name__)
@@ -38,9 +36,10 @@ def load_minilm(path: str | None = None):
     return tokenizer, encoder
 
 
-@torch.no_grad()
 def encode_captions(captions: list[str], batch_size: int = 64) -> torch.Tensor:
     """Token states [B, MAX_TOKENS, 384] for each caption ('' is the unconditional caption)."""
+    import torch  # here, so the config checks can read MAX_TOKENS without loading torch
+
     tokenizer, encoder = load_minilm()
     for caption in dict.fromkeys(captions):
         n_tokens = len(tokenizer(caption)["input_ids"])
@@ -50,5 +49,6 @@ def encode_captions(captions: list[str], batch_size: int = 64) -> torch.Tensor:
     for start in range(0, len(captions), batch_size):
         batch = tokenizer(list(captions[start:start + batch_size]), padding="max_length",
                           truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
-        chunks.append(encoder(**batch).last_hidden_state.float())
+        with torch.no_grad():
+            chunks.append(encoder(**batch).last_hidden_state.float())
     return torch.cat(chunks) if chunks else torch.zeros(0, MAX_TOKENS, HIDDEN_SIZE)
