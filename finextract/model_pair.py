@@ -209,7 +209,7 @@ def release_memory(device: torch.device | str | None = None) -> None:
         pass
 
 
-def finetuned_modules_numel(unet: torch.nn.Module, name: str, entries: dict) -> list[int]:
+def _rebuilt_numel(unet: torch.nn.Module, name: str, entries: dict) -> list[int]:
     """Element counts of a module's tensors that are rebuilt arithmetically (what needs scratch space)."""
     tensors = _module_tensors(unet.get_submodule(name))
     return [tensors[t].numel() for t, stored in entries.items() if not isinstance(stored, _Exact)]
@@ -278,7 +278,7 @@ class PatchedUNetPair(ModelPair):
                     self._patches.setdefault(name, {})[tname] = stored
                     tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
         del pretrained
-        self._largest = max((sum(finetuned_modules_numel(finetuned_unet, name, entries))
+        self._largest = max((sum(_rebuilt_numel(finetuned_unet, name, entries))
                              for name, entries in self._patches.items()), default=0)
         if device is not None and device.type == "cpu" and torch.cuda.is_available():
             for stored in (s for entries in self._patches.values() for s in entries.values()):
