@@ -376,7 +376,8 @@ def mutations(value):
 
 # (key, repr(value)) mutations that are valid, so validation must pass for them (time_cap_s is written as
 # an integer in the default config but is a number of seconds).
-VALID = {("clustering.min_threshold", "None"), ("sscd.calibration", "None"), ("clustering.time_cap_s", "2.5")}
+VALID = {("clustering.min_threshold", "None"), ("sscd.calibration", "None"), ("clustering.time_cap_s", "2.5"),
+         ("sscd.prefilter_sigma", "None")}
 
 
 def test_fuzz_every_key_of_the_default_config():
