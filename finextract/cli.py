@@ -77,7 +77,7 @@ def _embed(args: argparse.Namespace) -> None:
     calibration = None if args.calibration in ("none", "null") else args.calibration
     run_embed(Path(args.out), Path(args.order), args.model, calibration, args.resolution,
               args.batch_size, threads=args.threads, image_dirs=args.images,
-              private_set=args.private_set, base=args.base)
+              private_set=args.private_set, base=args.base, prefilter_sigma=args.prefilter_sigma)
 
 
 def _cluster(args: argparse.Namespace) -> None:
@@ -91,7 +91,8 @@ def _score(args: argparse.Namespace) -> None:
     from .stages import run_score
 
     run_score(Path(args.private), Path(args.private_order), Path(args.generated), Path(args.clusters),
-              args.taus, args.set, args.ft, args.method, Path(args.out))
+              args.taus, args.set, args.ft, args.method, Path(args.out), private_set=args.private_set,
+              base=args.base, l2_delta=args.l2_delta)
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -115,13 +116,43 @@ def _sweep_point(args: argparse.Namespace) -> None:
 
     run_sweep_point(Path(args.generated), Path(args.order), Path(args.private), args.n_images, args.taus,
                     args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out),
-                    min_threshold=args.min_threshold)
+                    min_threshold=args.min_threshold, private_set=args.private_set, base=args.base,
+                    l2_delta=args.l2_delta)
 
 
 def _sweep_summary(args: argparse.Namespace) -> None:
     from .stages import run_sweep_summary
 
     run_sweep_summary(args.points, args.taus, Path(args.out_csv), Path(args.out_png))
+
+
+def _similarity(args: argparse.Namespace) -> None:
+    import json
+
+    from .compare import compare_pairs, describe, instrument_from_config, read_pairs_csv
+
+    if args.pairs and args.images:
+        raise SystemExit("finextract similarity: give two images or --pairs FILE.csv, not both")
+    if args.pairs:
+        pairs = read_pairs_csv(args.pairs)
+    elif len(args.images) == 2:
+        pairs = [tuple(args.images)]
+    else:
+        raise SystemExit("finextract similarity: expected two images A B, or --pairs FILE.csv")
+    try:
+        instrument = instrument_from_config(args.config, base=args.base)
+        table = compare_pairs(pairs, instrument)
+    except ValueError as error:
+        raise SystemExit(f"finextract similarity: {error}")
+    if args.json:
+        print(json.dumps(table.to_dict(orient="records"), indent=2))
+    else:
+        for _, row in table.iterrows():
+            print(describe(row, instrument))
+
+
+def _optional_sigma(text: str) -> float | None:
+    return None if text.lower() in ("auto", "none", "null") else float(text)
 
 
 def _optional_similarity(text: str) -> float | None:
@@ -205,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="int8, distilled or a model file")
     p.add_argument("--calibration", required=True, help="calibration .npz, or none")
     p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--prefilter-sigma", type=_optional_sigma, default=None,
+                   help="Gaussian pre-filter σ in pixels ('auto': the calibration's own)")
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
@@ -224,8 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="AS and A-ESR of an extracted set against the private set")
     for name in ("--private", "--private-order", "--generated", "--clusters", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
+    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
+    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
+    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("similarity", help="similarity and pixel l2 of image pairs, as the workflow scores them")
+    p.add_argument("images", nargs="*", help="two image files A B")
+    p.add_argument("--pairs", default=None, help="CSV with columns a,b (paths relative to the CSV allowed)")
+    p.add_argument("--config", default=None, help="workflow config to read (default config/config.yaml)")
+    p.add_argument("--base", default=None, help="base model whose resolution images are prepared at")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {a, b, similarity, l2}")
+    p.set_defaults(func=_similarity)
 
     p = sub.add_parser("summary", help="Table-1 style summary of all metric CSVs")
     p.add_argument("--metrics", nargs="+", required=True)
@@ -243,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--generated", "--order", "--private", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
     p.add_argument("--n-images", type=int, required=True, help="N: the first N seeds of the run")
+    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
+    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
+    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
     p.add_argument("--seed-offset", type=int, required=True)
     p.add_argument("--time-cap", type=float, required=True)
     p.add_argument("--min-threshold", type=_optional_similarity, required=True,

@@ -51,6 +51,47 @@ def extraction_success_rate(private: np.ndarray, extracted: np.ndarray, tau: flo
     return float((best_match(private, extracted)[0] > tau).mean())
 
 
+def _pixels(images: np.ndarray, name: str) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (n, H, W, C) image array, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 images, got {images.dtype}")
+    return images.reshape(len(images), -1).astype(np.float64) / 255.0
+
+
+def pixel_l2_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Normalised ℓ2 of Carlini et al. (2023) between a[i] and b[i]: √(mean (a − b)²), pixels in [0, 1]."""
+    x, y = _pixels(a, "a"), _pixels(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"image arrays differ in shape: {np.shape(a)} vs {np.shape(b)}")
+    return np.sqrt(((x - y) ** 2).mean(axis=1))
+
+
+def pixel_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Normalised ℓ2 between every image of ``a`` and every image of ``b``, shape (len(a), len(b))."""
+    x, y = _pixels(a, "a"), _pixels(b, "b")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"images differ in size: {np.shape(a)[1:]} vs {np.shape(b)[1:]}")
+    squared = (x ** 2).sum(1)[:, None] + (y ** 2).sum(1)[None, :] - 2 * x @ y.T
+    return np.sqrt(np.maximum(squared, 0.0) / x.shape[1])
+
+
+def score_l2(private: np.ndarray, extracted: np.ndarray, delta: float,
+             generated: np.ndarray | None = None) -> dict[str, float]:
+    """The pixel-space criterion beside AS / A-ESR: ``L2`` is the mean over private images of the
+    smallest ℓ2 to an extracted image, ``L2-ESR`` the share of private images closer than ``delta``;
+    with ``generated``, the same over all generated images (the no-clustering bound)."""
+    if not (np.isfinite(delta) and delta > 0):
+        raise ValueError(f"the l2 threshold delta must be a finite number > 0, got {delta}")
+    nearest = pixel_l2_matrix(private, extracted).min(axis=1)
+    scores = {"L2": float(nearest.mean()), "L2-ESR": float((nearest < delta).mean())}
+    if generated is not None:
+        upper = pixel_l2_matrix(private, generated).min(axis=1)
+        scores.update({"upper_L2": float(upper.mean()), "upper_L2-ESR": float((upper < delta).mean())})
+    return scores
+
+
 def _tau_key(tau: float) -> str:
     return f"A-ESR@{tau:g}"
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .clustering import extract_clusters
 from .io import atomic_path
-from .metrics import score_extraction
+from .metrics import score_extraction, score_l2
 
 _SEED = re.compile(r"seed_(\d+)\.png$")
 
@@ -39,11 +39,13 @@ def prefix_rows(files: list[str], n_images: int, seed_offset: int = 0) -> np.nda
 
 def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_images: int,
                 taus: tuple[float, ...] = (0.6, 0.7), seed_offset: int = 0,
-                time_cap_s: float = 30.0, min_threshold: float | None = None) -> dict:
+                time_cap_s: float = 30.0, min_threshold: float | None = None,
+                private_images: np.ndarray | None = None, l2_delta: float | None = None) -> dict:
     """Cluster the first ``n_images`` generations into N0 = len(private) and score them.
 
     The main columns use the workflow's rule (``min_threshold`` as configured); with a floor set,
-    ``paper_rule_*`` columns score the paper's rule without it on the same images.
+    ``paper_rule_*`` columns score the paper's rule without it on the same images. With
+    ``private_images`` and ``l2_delta`` the extracted images are also scored by pixel ℓ2.
     """
     n0 = len(private)
     rows = prefix_rows(files, n_images, seed_offset)
@@ -53,6 +55,9 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
     result = extract_clusters(similarity, n0, time_cap_s=time_cap_s, min_threshold=min_threshold)
     seconds = time.perf_counter() - start
     scores = score_extraction(private, descriptors[result.centers], generated=descriptors, taus=taus)
+    if private_images is not None and l2_delta is not None:
+        extracted = np.stack([_read_rgb(files[rows[i]]) for i in result.centers])
+        scores.update(score_l2(private_images, extracted, l2_delta))
     point = {"n_generated": n_images, "n_per_image": n_images / n0, "n0": n0, **scores,
              "threshold": result.threshold, "min_threshold": min_threshold,
              "largest_clique": int(max(len(m) for m in result.members)), "cluster_seconds": round(seconds, 3)}
@@ -65,6 +70,13 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
     return point
 
 
+def _read_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def plot_n_sweep(table: pd.DataFrame, out: Path, taus: tuple[float, ...] = (0.6, 0.7)) -> None:
     """AS and A-ESR against N / N0, one colour per (set, fine-tuning, method)."""
     import matplotlib
@@ -72,7 +84,7 @@ def plot_n_sweep(table: pd.DataFrame, out: Path, taus: tuple[float, ...] = (0.6,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ["AS"] + [f"A-ESR@{tau:g}" for tau in taus]
+    metrics = ["AS"] + [f"A-ESR@{tau:g}" for tau in taus] + (["L2-ESR"] if "L2-ESR" in table else [])
     groups = list(table.groupby(["set", "ft", "method"], sort=True))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -80,7 +92,8 @@ def plot_n_sweep(table: pd.DataFrame, out: Path, taus: tuple[float, ...] = (0.6,
             rows = rows.sort_values("n_per_image")
             colour = f"C{i}"
             ax.plot(rows["n_per_image"], rows[metric], "o-", color=colour, label=f"{set_name} {ft} {method}")
-            ax.plot(rows["n_per_image"], rows[f"upper_{metric}"], ":", color=colour, alpha=0.6)
+            if f"upper_{metric}" in rows:
+                ax.plot(rows["n_per_image"], rows[f"upper_{metric}"], ":", color=colour, alpha=0.6)
             if f"paper_rule_{metric}" in rows:
                 ax.plot(rows["n_per_image"], rows[f"paper_rule_{metric}"], "x--", color=colour, alpha=0.6)
         ax.set_xscale("log")

@@ -13,7 +13,15 @@ METHOD_LABELS = {"direct": "Direct Text2img+Clustering", "cfg": "CFG+Clustering"
                  "finextract": "FineXtract", "finextract_uncond": "FineXtract (no caption, Eq. 6)"}
 FT_LABELS = {"dreambooth": "DreamBooth", "lora": "LoRA"}
 CONTROL_LABEL = "Control: base model θ, never fine-tuned"
-SCORE_COLUMNS = ("AS", "A-ESR@0.7", "A-ESR@0.6")
+L2_COLUMNS = ("L2", "L2-ESR")
+
+
+def score_columns(metrics: pd.DataFrame) -> list[str]:
+    """AS, A-ESR at every τ the run scored (highest first, as in the paper), then the ℓ2 pair if present."""
+    taus = sorted((float(c.split("@")[1]) for c in metrics.columns
+                   if c.startswith("A-ESR@")), reverse=True)
+    columns = ["AS"] + [f"A-ESR@{t:g}" for t in taus]
+    return columns + [c for c in L2_COLUMNS if c in metrics.columns]
 
 
 def collect_metrics(files: list[str]) -> pd.DataFrame:
@@ -22,6 +30,7 @@ def collect_metrics(files: list[str]) -> pd.DataFrame:
 
 def table1(metrics: pd.DataFrame) -> pd.DataFrame:
     """Long table: one row per (set, method), columns '<FT> <score>' as in the paper's Table 1."""
+    columns = score_columns(metrics)
     rows = []
     for set_name, per_set in metrics.groupby("set", sort=False):
         control = per_set[per_set["ft"] == "none"]
@@ -30,7 +39,7 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
             row = {"set": set_name, "method": METHOD_LABELS[method]}
             for ft in FT_LABELS:
                 hit = per_set[(per_set["ft"] == ft) & (per_set["method"] == method)]
-                for col in SCORE_COLUMNS:
+                for col in columns:
                     row[f"{FT_LABELS[ft]} {col}"] = float(hit[col].iloc[0]) if len(hit) and col in hit else np.nan
                 if len(hit):
                     row[f"{FT_LABELS[ft]} upper_AS"] = float(hit["upper_AS"].iloc[0])
@@ -38,32 +47,79 @@ def table1(metrics: pd.DataFrame) -> pd.DataFrame:
         if len(control):
             row = {"set": set_name, "method": CONTROL_LABEL}
             for ft in FT_LABELS:
-                for col in SCORE_COLUMNS:
+                for col in columns:
                     row[f"{FT_LABELS[ft]} {col}"] = float(control[col].iloc[0])
                 row[f"{FT_LABELS[ft]} upper_AS"] = float(control["upper_AS"].iloc[0])
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def table1_markdown(table: pd.DataFrame) -> str:
+def _cell(value: float, column: str) -> str:
+    if pd.isna(value):
+        return "—"
+    return f"{value:.3f}" if column in ("AS", "L2") else f"{value:.2f}"
+
+
+def _header(column: str, deltas: set[float]) -> str:
+    if column == "L2-ESR" and len(deltas) == 1:
+        return f"ℓ2-ESR δ {next(iter(deltas)):g}"
+    return column.replace("@", " ").replace("L2", "ℓ2")
+
+
+def table1_markdown(table: pd.DataFrame, metrics: pd.DataFrame | None = None,
+                    disagreements: list[str] | None = None) -> str:
+    columns = [c.split(" ", 1)[1] for c in table.columns if c.startswith(f"{FT_LABELS['dreambooth']} ")
+               and not c.endswith("upper_AS")]
+    fts = [ft for ft in FT_LABELS.values() if any(c.startswith(f"{ft} ") for c in table.columns)]
+    deltas = set(metrics["l2_delta"].dropna()) if metrics is not None and "l2_delta" in metrics else set()
+    score_cols = [f"{ft} {c}" for ft in fts for c in columns]
     lines = []
-    score_cols = [f"{ft} {c}" for ft in FT_LABELS.values() for c in SCORE_COLUMNS]
     for set_name, per_set in table.groupby("set", sort=False):
         lines += [f"### {set_name}", "",
-                  "| Method | " + " | ".join(c.replace("@", " ") for c in score_cols) + " |",
+                  "| Method | " + " | ".join(f"{ft} {_header(c, deltas)}" for ft in fts for c in columns) + " |",
                   "| --- |" + " ---: |" * len(score_cols)]
         for _, row in per_set.iterrows():
-            cells = ["—" if pd.isna(row.get(c)) else f"{row[c]:.3f}" if "AS" == c.split()[-1] else f"{row[c]:.2f}"
-                     for c in score_cols]
+            cells = [_cell(row.get(c, np.nan), c.split(" ", 1)[1]) for c in score_cols]
             lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         uppers = [f"{ft} {row[f'{ft} upper_AS']:.3f}" for _, row in per_set.iterrows()
-                  for ft in FT_LABELS.values() if f"{ft} upper_AS" in row and not pd.isna(row[f"{ft} upper_AS"])
+                  for ft in fts if f"{ft} upper_AS" in row and not pd.isna(row[f"{ft} upper_AS"])
                   and row["method"] == METHOD_LABELS["finextract"]]
         if uppers:
             lines += ["", "No-clustering upper bound for FineXtract (best of all generated images per private "
                       "image, AS): " + ", ".join(uppers)]
+        notes = [d for d in (disagreements or []) if d.startswith(f"{set_name} ")]
+        if notes:
+            lines += ["", "Where SSCD and pixel ℓ2 disagree (private images counted extracted by one metric "
+                      "only):", ""] + [f"- {d}" for d in notes]
         lines.append("")
     return "\n".join(lines)
+
+
+def metric_disagreements(metric_files: list[str], metrics: pd.DataFrame) -> list[str]:
+    """Per combination: private images that SSCD counts as extracted (at the lowest τ) and ℓ2 does not, or
+    the other way round — read from each score's ``.matches.csv``."""
+    taus = sorted(float(c.split("@")[1]) for c in metrics.columns if c.startswith("A-ESR@"))
+    if not taus or "l2_delta" not in metrics:
+        return []
+    tau = taus[0]
+    out = []
+    for f, (_, row) in zip(metric_files, metrics.iterrows()):
+        matches = pd.read_csv(Path(f).with_suffix(".matches.csv"))
+        if "l2" not in matches:
+            continue
+        by_sscd = matches["similarity"] > tau
+        by_l2 = matches["l2"] < row["l2_delta"]
+        only_sscd = [Path(p).name for p in matches["private"][by_sscd & ~by_l2]]
+        only_l2 = [Path(p).name for p in matches["private"][by_l2 & ~by_sscd]]
+        if only_sscd or only_l2:
+            label = f"{row['set']} {FT_LABELS.get(row['ft'], 'control')} {METHOD_LABELS.get(row['method'], row['method'])}"
+            parts = []
+            if only_sscd:
+                parts.append(f"SSCD > {tau:g} only: {', '.join(only_sscd)}")
+            if only_l2:
+                parts.append(f"ℓ2 < {row['l2_delta']:g} only: {', '.join(only_l2)}")
+            out.append(f"{label}: " + "; ".join(parts))
+    return out
 
 
 def write_summary(metric_files: list[str], out_csv: Path, out_md: Path, out_all: Path) -> str:
@@ -71,7 +127,7 @@ def write_summary(metric_files: list[str], out_csv: Path, out_md: Path, out_all:
     save_csv(out_all, metrics)
     table = table1(metrics)
     save_csv(out_csv, table)
-    markdown = table1_markdown(table)
+    markdown = table1_markdown(table, metrics, metric_disagreements(metric_files, metrics))
     save_text(out_md, markdown)
     return markdown
 
@@ -81,7 +137,8 @@ def _tile(path: str | Path, size: int) -> Image.Image:
 
 
 def extracted_grid(metric_files: list[str], out: Path, tile: int = 64) -> None:
-    """Per private set: each private image, then its best extracted image under each combination."""
+    """Per private set: each private image, then its best extracted image under each combination,
+    labelled with its SSCD similarity (and its pixel ℓ2 where scored)."""
     metrics = collect_metrics(metric_files)
     blocks = []
     for set_name, per_set in metrics.groupby("set", sort=False):
@@ -104,7 +161,8 @@ def extracted_grid(metric_files: list[str], out: Path, tile: int = 64) -> None:
             for j, combo in enumerate(combos, start=1):
                 match = matches[combo].iloc[i]
                 sheet.paste(_tile(match["extracted"], tile), (j * tile, y))
-                draw.text((j * tile + 2, y + tile), f"{match['similarity']:.2f}", fill="black")
+                label = f"{match['similarity']:.2f}" + (f" {match['l2']:.2f}" if "l2" in match else "")
+                draw.text((j * tile + 2, y + tile), label, fill="black")
         blocks.append(np.asarray(sheet))
     width = max(b.shape[1] for b in blocks)
     padded = [np.pad(b, ((0, 8), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 BUILTIN_MODELS = ("int8", "distilled")
-DEFAULT_MODEL = "distilled"
-DEFAULT_CALIBRATION = "resources/sscd/calibration-distilled.npz"
+# Chosen on generated copies and non-copies of the tiny world: docs/similarity-validation.md
+DEFAULT_MODEL = "int8"
+DEFAULT_CALIBRATION = "resources/sscd/calibration-int8-blur1.5.npz"
 DEFAULT_RESOLUTION = 224
 DEFAULT_BATCH_SIZE = 32
 
@@ -99,17 +100,28 @@ def check_descriptor_model(spec: str | os.PathLike = DEFAULT_MODEL) -> ModelInfo
     return ModelInfo(text, kind, path.resolve(), f"{path.name}:{path.stat().st_size}")
 
 
-def resize_batch(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Upscale uint8 [N,H,W,3] to ``resolution``² with PIL bicubic, the calibrated preprocessing.
+def resize_batch(images: np.ndarray, resolution: int, prefilter_sigma: float = 0.0) -> np.ndarray:
+    """Optionally blur, then upscale uint8 [N,H,W,3] to ``resolution``² with PIL bicubic.
 
-    The models resize nothing themselves; a different filter changes the scores measurably.
+    ``prefilter_sigma`` is a Gaussian's standard deviation in pixels of the images as given
+    (before upscaling). The tiny world's samples carry a 2×2 checkerboard that SSCD reads as
+    content; a blur of about a pixel removes it from both images alike (see
+    ``docs/similarity-validation.md``). The models resize nothing themselves; a different filter
+    changes the scores measurably.
     """
     images = _as_uint8_batch(images)
-    if images.shape[1:3] == (resolution, resolution):
+    if prefilter_sigma < 0 or not np.isfinite(prefilter_sigma):
+        raise ValueError(f"prefilter_sigma must be a finite number >= 0, got {prefilter_sigma}")
+    if images.shape[1:3] == (resolution, resolution) and prefilter_sigma == 0:
         return images
     out = np.empty((len(images), resolution, resolution, 3), dtype=np.uint8)
     for i, image in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.BICUBIC))
+        picture = Image.fromarray(image)
+        if prefilter_sigma > 0:
+            picture = picture.filter(ImageFilter.GaussianBlur(radius=prefilter_sigma))  # radius = σ in PIL
+        if picture.size != (resolution, resolution):
+            picture = picture.resize((resolution, resolution), Image.BICUBIC)
+        out[i] = np.asarray(picture)
     return out
 
 
@@ -133,9 +145,10 @@ class DescriptorModel:
     """One loaded SSCD-style model; :meth:`embed` returns raw L2-normalised descriptors."""
 
     def __init__(self, spec: str | os.PathLike = DEFAULT_MODEL, resolution: int = DEFAULT_RESOLUTION,
-                 threads: int | None = None, device: str | None = None) -> None:
+                 threads: int | None = None, device: str | None = None, prefilter_sigma: float = 0.0) -> None:
         self.info = check_descriptor_model(spec)
         self.resolution = int(resolution)
+        self.prefilter_sigma = float(prefilter_sigma)
         self.threads = threads
         try:
             if self.info.kind == "onnx":
@@ -206,7 +219,7 @@ class DescriptorModel:
         starts = range(0, len(images), batch_size)
         bar = _progress(len(images), progress and len(starts) > 1, self.info.spec)
         for start in starts:
-            batch = resize_batch(images[start:start + batch_size], self.resolution)
+            batch = resize_batch(images[start:start + batch_size], self.resolution, self.prefilter_sigma)
             chunks.append(l2_normalise(self._run(batch)))
             bar.update(len(batch))
         bar.close()
@@ -238,6 +251,7 @@ class Postprocess:
     n_background: int = 0
     note: str = ""
     eigenvalues: np.ndarray | None = field(default=None, repr=False)
+    prefilter_sigma: float = 0.0  # the blur the background was embedded with; images must get the same
 
     @property
     def out_dims(self) -> int:
@@ -267,6 +281,7 @@ class Postprocess:
             "resolution": np.array(self.resolution, dtype=np.int64),
             "n_background": np.array(self.n_background, dtype=np.int64),
             "note": np.array(self.note),
+            "prefilter_sigma": np.array(self.prefilter_sigma, dtype=np.float64),
         }
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
@@ -283,14 +298,15 @@ class Postprocess:
                            projection=None if projection.shape[1] == 0 else projection.astype(np.float32),
                            model_id=str(data["model_id"]), resolution=int(data["resolution"]),
                            n_background=int(data["n_background"]), note=str(data["note"]),
-                           eigenvalues=None if eigenvalues.size == 0 else eigenvalues)
+                           eigenvalues=None if eigenvalues.size == 0 else eigenvalues,
+                           prefilter_sigma=float(data["prefilter_sigma"]) if "prefilter_sigma" in data else 0.0)
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"{str(path)!r} is not an SSCD calibration file (.npz with mean, "
                              f"projection, model_id, resolution): {error}") from error
 
 
 def fit_postprocess(background: np.ndarray, whiten_dims: int | None = None, *, model_id: str = "",
-                    resolution: int = DEFAULT_RESOLUTION, note: str = "",
+                    resolution: int = DEFAULT_RESOLUTION, note: str = "", prefilter_sigma: float = 0.0,
                     eps: float = 1e-6) -> Postprocess:
     """Fit centring (``whiten_dims=None``) or centring + PCA whitening to ``whiten_dims`` dims.
 
@@ -315,7 +331,8 @@ def fit_postprocess(background: np.ndarray, whiten_dims: int | None = None, *, m
     return Postprocess(mean=mean.astype(np.float32),
                        projection=None if projection is None else projection.astype(np.float32),
                        model_id=model_id, resolution=int(resolution), n_background=int(n),
-                       note=note, eigenvalues=None if eigenvalues is None else eigenvalues.astype(np.float32))
+                       note=note, eigenvalues=None if eigenvalues is None else eigenvalues.astype(np.float32),
+                       prefilter_sigma=float(prefilter_sigma))
 
 
 def resolve_resource(path: str | os.PathLike) -> Path:
@@ -337,26 +354,36 @@ def load_calibration(path: str | os.PathLike) -> Postprocess:
 def embed_images(images: np.ndarray, model_spec: str | os.PathLike = DEFAULT_MODEL,
                  calibration: str | os.PathLike | Postprocess | None = DEFAULT_CALIBRATION,
                  batch_size: int = DEFAULT_BATCH_SIZE, *, resolution: int | None = None,
-                 threads: int | None = None, progress: bool = True,
+                 prefilter_sigma: float | None = None, threads: int | None = None, progress: bool = True,
                  model: DescriptorModel | None = None) -> np.ndarray:
     """Final descriptors [N, D]: rows L2-normalised, so cosine similarity is a dot product.
 
-    ``calibration=None`` gives raw SSCD descriptors. Pass ``model`` to reuse a loaded model
-    across calls (loading costs about a second).
+    ``calibration=None`` gives raw SSCD descriptors. ``resolution`` and ``prefilter_sigma`` default
+    to the calibration's (224² and no blur without one); a value that contradicts the calibration
+    is refused, since its statistics only hold for images prepared the same way. Pass ``model`` to
+    reuse a loaded model across calls (loading costs about a second).
     """
     post = load_calibration(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration
     if resolution is None:
         resolution = post.resolution if post is not None else DEFAULT_RESOLUTION
+    if prefilter_sigma is None:
+        prefilter_sigma = post.prefilter_sigma if post is not None else 0.0
     if model is None:
-        model = DescriptorModel(model_spec, resolution=resolution, threads=threads)
+        model = DescriptorModel(model_spec, resolution=resolution, threads=threads,
+                                prefilter_sigma=prefilter_sigma)
     if model.resolution != resolution:
         raise ValueError(f"model runs at {model.resolution}², asked for {resolution}²")
+    if model.prefilter_sigma != float(prefilter_sigma):
+        raise ValueError(f"model blurs with σ = {model.prefilter_sigma}, asked for σ = {prefilter_sigma}")
     if post is not None:
         if post.model_id and post.model_id != model.model_id:
             raise ValueError(f"calibration was fitted for model {post.model_id!r}, not "
                              f"{model.model_id!r}: descriptors of different models are not comparable")
         if post.resolution != resolution:
             raise ValueError(f"calibration was fitted at {post.resolution}², not {resolution}²")
+        if abs(post.prefilter_sigma - float(prefilter_sigma)) > 1e-9:
+            raise ValueError(f"calibration was fitted on images blurred with σ = {post.prefilter_sigma}, "
+                             f"not σ = {prefilter_sigma} (sscd.prefilter_sigma)")
     descriptors = model.embed(images, batch_size=batch_size, progress=progress)
     return descriptors if post is None else post.apply(descriptors)
 

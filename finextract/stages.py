@@ -117,7 +117,8 @@ def generated_images(image_dirs: list[str]) -> tuple[np.ndarray, list[str]]:
 
 def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, resolution: int,
               batch_size: int, threads: int = 1, image_dirs: list[str] | None = None,
-              private_set: str | None = None, base: str | None = None) -> None:
+              private_set: str | None = None, base: str | None = None,
+              prefilter_sigma: float | None = None) -> None:
     from .similarity import embed_images
 
     if private_set:
@@ -127,8 +128,8 @@ def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, r
     else:
         images, names = generated_images(image_dirs or [])
     t0 = time.time()
-    descriptors = embed_images(images, model_spec=model, calibration=calibration,
-                               resolution=resolution, batch_size=batch_size, threads=threads)
+    descriptors = embed_images(images, model_spec=model, calibration=calibration, resolution=resolution,
+                               prefilter_sigma=prefilter_sigma, batch_size=batch_size, threads=threads)
     print(f"embedded {len(images)} images in {time.time() - t0:.1f} s", flush=True)
     save_npy(out, descriptors.astype(np.float32))
     save_csv(order_out, pd.DataFrame({"row": range(len(names)), "file": names}))
@@ -167,7 +168,10 @@ def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Pa
 
 # --- metrics ------------------------------------------------------------------------------
 def run_score(private: Path, private_order: Path, generated: Path, clusters: Path, taus: list[float],
-              set_name: str, ft: str, method: str, out: Path) -> None:
+              set_name: str, ft: str, method: str, out: Path, private_set: str | None = None,
+              base: str | None = None, l2_delta: float | None = None) -> None:
+    """AS / A-ESR from the SSCD descriptors; with ``private_set`` and ``l2_delta`` also the pixel ℓ2
+    criterion on the images themselves (private images prepared as for fine-tuning)."""
     from .metrics import best_match, score_extraction
 
     private_desc = np.load(private)
@@ -176,22 +180,63 @@ def run_score(private: Path, private_order: Path, generated: Path, clusters: Pat
     extracted_desc = generated_desc[centers["image"].to_numpy()]
     scores = score_extraction(private_desc, extracted_desc, generated=generated_desc, taus=tuple(taus))
     best_sim, best_index = best_match(private_desc, extracted_desc)
+    private_files = pd.read_csv(private_order)["file"]
+    matches = pd.DataFrame({"private": private_files, "extracted": centers["file"].to_numpy()[best_index],
+                            "similarity": best_sim})
+    if private_set is not None and l2_delta is not None:
+        l2_scores, nearest, nearest_file = _l2_scores(private_set, base, private_files.tolist(),
+                                                      centers["file"].tolist(), generated, l2_delta)
+        scores.update(l2_scores)
+        matches["l2"] = nearest
+        matches["l2_extracted"] = nearest_file
     row = {"set": set_name, "ft": ft, "method": method, "n_generated": len(generated_desc), **scores}
     save_csv(out, pd.DataFrame([row]))
-    matches = pd.DataFrame({"private": pd.read_csv(private_order)["file"],
-                            "extracted": centers["file"].to_numpy()[best_index], "similarity": best_sim})
     save_csv(Path(out).with_suffix(".matches.csv"), matches)
+
+
+def _l2_scores(private_set: str, base: str | None, private_files: list[str], extracted_files: list[str],
+               generated_embeddings: Path, delta: float) -> tuple[dict[str, float], np.ndarray, list[str]]:
+    from .metrics import pixel_l2_matrix
+
+    private = load_private_set(Path(private_set).name, private_set, base_resolution(base) if base else 32)
+    if [str(p) for p in private.files] != [str(p) for p in private_files]:
+        raise ValueError(f"{private_set}: its images differ from the ones embedded ({len(private_files)} files); "
+                         "rerun the private embedding")
+    extracted = np.stack([_read_rgb(f) for f in extracted_files])
+    distances = pixel_l2_matrix(private.images, extracted)
+    nearest = distances.min(axis=1)
+    # the no-clustering bound over all generated images, in chunks: SD-sized images do not fit at once
+    generated_files = pd.read_csv(Path(generated_embeddings).with_suffix(".order.csv"))["file"].tolist()
+    upper = np.full(len(private.images), np.inf)
+    for start in range(0, len(generated_files), 64):
+        chunk = np.stack([_read_rgb(f) for f in generated_files[start:start + 64]])
+        upper = np.minimum(upper, pixel_l2_matrix(private.images, chunk).min(axis=1))
+    scores = {"L2": float(nearest.mean()), "L2-ESR": float((nearest < delta).mean()),
+              "upper_L2": float(upper.mean()), "upper_L2-ESR": float((upper < delta).mean()),
+              "l2_delta": float(delta)}
+    return scores, nearest, [extracted_files[i] for i in distances.argmin(axis=1)]
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 # --- N sweep ------------------------------------------------------------------------------
 def run_sweep_point(generated: Path, order: Path, private: Path, n_images: int, taus: list[float],
                     set_name: str, ft: str, method: str, seed_offset: int, time_cap: float, out: Path,
-                    min_threshold: float | None = None) -> None:
+                    min_threshold: float | None = None, private_set: str | None = None,
+                    base: str | None = None, l2_delta: float | None = None) -> None:
     from .nsweep import sweep_point
 
     files = pd.read_csv(order)["file"].tolist()
+    private_images = None
+    if private_set is not None:
+        private_images = load_private_set(Path(private_set).name, private_set,
+                                          base_resolution(base) if base else 32).images
     row = sweep_point(np.load(generated), files, np.load(private), n_images, tuple(taus),
-                      seed_offset=seed_offset, time_cap_s=time_cap, min_threshold=min_threshold)
+                      seed_offset=seed_offset, time_cap_s=time_cap, min_threshold=min_threshold,
+                      private_images=private_images, l2_delta=l2_delta)
     save_csv(out, pd.DataFrame([{"set": set_name, "ft": ft, "method": method, **row}]))
     print(f"N = {n_images}: AS {row['AS']:.3f} (no-clustering bound {row['upper_AS']:.3f}), "
           f"clustered in {row['cluster_seconds']:.2f} s", flush=True)

@@ -129,3 +129,17 @@ def test_empty_input_keeps_descriptor_width(distilled):
     out = sim.embed_images(np.zeros((0, 32, 32, 3), np.uint8), calibration=None, model=distilled,
                            resolution=RES, progress=False)
     assert out.shape == (0, 512)
+
+
+def test_prefilter_blurs_before_upscaling_and_must_match_the_calibration():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    sharp, blurred = sim.resize_batch(images, 64), sim.resize_batch(images, 64, prefilter_sigma=1.5)
+    assert blurred.shape == sharp.shape == (2, 64, 64, 3)
+    assert blurred.astype(float).std() < sharp.astype(float).std()  # a blur removes fine-scale energy
+    with pytest.raises(ValueError, match="prefilter_sigma"):
+        sim.resize_batch(images, 64, prefilter_sigma=float("nan"))
+    post = sim.load_calibration(sim.DEFAULT_CALIBRATION)
+    assert post.prefilter_sigma == 1.5
+    with pytest.raises(ValueError, match="blurred with σ = 1.5"):
+        sim.embed_images(images, sim.DEFAULT_MODEL, post, prefilter_sigma=0.0, progress=False)

@@ -112,7 +112,8 @@ def sscd_args():
     calibration = sscd["calibration"]
     return (f"--model {shlex.quote(str(sscd['model']))} "
             f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
-            f"--resolution {sscd['resolution']} --batch-size {sscd['batch_size']}")
+            f"--resolution {sscd['resolution']} --batch-size {sscd['batch_size']} "
+            f"--prefilter-sigma {'auto' if sscd.get('prefilter_sigma') is None else sscd['prefilter_sigma']}")
 
 
 def sweep_shard_dirs(wildcards):

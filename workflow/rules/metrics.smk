@@ -7,10 +7,14 @@ rule score:
         private_order=f"{RESULTS}/embeddings/private/{{set}}.order.csv",
         generated=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
         clusters=f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}",
+        images=private_images,
     output:
         f"{RESULTS}/metrics/{{set}}/{{ft}}/{{method}}.csv",
     params:
         taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+        folder=set_folder,
+        base=lambda wc: shlex.quote(target(wc).base),
+        l2_delta=config["metrics"]["l2_delta"],
     log:
         f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
     localrule: True
@@ -18,6 +22,7 @@ rule score:
         "{FX} score --private {input.private} --private-order {input.private_order} "
         "--generated {input.generated} --clusters {input.clusters} --taus {params.taus} "
         "--set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} --out {output} "
+        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
         "2>&1 | tee {log}"
 
 

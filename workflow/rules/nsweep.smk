@@ -37,6 +37,9 @@ rule sweep_point:
         time_cap=config["clustering"]["time_cap_s"],
         min_threshold=min_threshold_arg(),
         taus=TAUS,
+        folder=set_folder,
+        base=lambda wc: shlex.quote(target(wc).base),
+        l2_delta=config["metrics"]["l2_delta"],
     log:
         f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
     threads: 1
@@ -48,6 +51,7 @@ rule sweep_point:
         "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
         "--min-threshold {params.min_threshold} "
         "--taus {params.taus} --set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} "
+        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
         "--out {output} 2>&1 | tee {log}"
 
 
