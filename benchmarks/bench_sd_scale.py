@@ -205,7 +205,7 @@ def parse_method(method: str) -> tuple[str, str, str | None]:
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
-    from finextract.model_pair import SingleModel, reduce_memory, release_memory
+    from finextract.model_pair import PatchedUNetPair, SingleModel, reduce_memory, release_memory
     from finextract.models import load_base, load_pair
     from finextract.perf import PerfRecorder
     from finextract.sampling import sample_batch
@@ -223,7 +223,12 @@ def measure(args: argparse.Namespace) -> dict:
         pair = load_pair(backbone, "lora", paths["lora"])
     elif name == "finextract-db":
         backbone = load_base(paths["base"], precision=args.dtype, device=args.device)
-        pair = reduce_memory(load_pair(backbone, "dreambooth", paths["dreambooth_unet"]), mode, storage_device=where)
+        pair = None
+        if mode != "two-unets":  # as `finextract sample --memory` does: stream the UNet folder into the option
+            pair = PatchedUNetPair.from_folder(backbone, paths["dreambooth_unet"], mode, storage_device=where)
+        if pair is None:
+            pair = reduce_memory(load_pair(backbone, "dreambooth", paths["dreambooth_unet"]), mode,
+                                 storage_device=where)
     else:
         raise ValueError(f"unknown method {args.method!r}")
     device = backbone.device
@@ -285,7 +290,9 @@ def weights_gb(counts: dict[str, int], method: str, bytes_per: int) -> float:
     if name in ("cfg-lora", "finextract-lora"):
         return (shared + unet + counts["lora64"] * bytes_per) / GIB
     if name == "finextract-db":
-        return (shared + 2 * unet) / GIB  # load_pair loads θ' whole next to θ; the options shrink it afterwards
+        # two UNets, or θ' streamed into θ beside what the option keeps of θ (its load-time peak)
+        kept = {"delta-int8": 1 / bytes_per, "delta-fp16": 2 / bytes_per, "delta-bf16": 2 / bytes_per}.get(mode, 1.0)
+        return (shared + unet * (1 + kept)) / GIB
     return (shared + unet) / GIB
 
 
@@ -325,7 +332,7 @@ def report(results: list[dict], skipped: list[str], args, counts: dict[str, dict
                   f"{r[mem_key] or float('nan'):>8.2f} {r['load_peak_gb']:>8.2f} {r['stored_gb']:>9.2f}")
         print(f"peak GB = {'peak RSS while sampling and decoding (kernel mark reset after loading)' if mem_key == 'sampling_peak_gb' else r['memory_kind']}; "
               "load GB = mark before sampling (CPU: weights are memory-mapped and count once touched; the memory "
-              "options touch θ and θ' while comparing them); θ kept = what a memory option holds of θ beside θ'; "
+              "options touch θ and θ' while streaming θ' in); θ kept = what a memory option holds of θ beside θ'; "
               "rebuild s = rebuilding θ's differing layers once (the option's extra work per θ forward)")
         for method, r in rows.items():
             if r.get("rebuild_s"):
@@ -416,7 +423,7 @@ def main() -> None:
                 if m not in fits:
                     need = weights_gb(counts[model], m, bytes_per)
                     skipped.append(f"{model} {m}: its weights alone need {need:.1f} GB at load time "
-                                   f"({'θ and θ′ UNets, ' if m.startswith('finextract-db') else ''}{args.dtype}, "
+                                   f"({'θ and θ′, ' if m.startswith('finextract-db') else ''}{args.dtype}, "
                                    f"activations not counted) > limit {limit:.1f} GB")
             if not fits:
                 continue

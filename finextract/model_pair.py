@@ -150,8 +150,8 @@ class _Stored:
 
 class _Exact(_Stored):
     def __init__(self, pretrained: torch.Tensor, device: torch.device | None):
-        # a copy, never a view: a view would keep the whole storage it came from alive (safetensors
-        # files are loaded as one storage per file)
+        # a copy, not the loaded tensor: with the loaded tensor kept, dropping θ's UNet did not lower the
+        # measured peak RSS of SD 1.5 sampling (9.5 GB instead of 6.3 GB with delta-int8)
         self.tensor = pretrained.detach().to(device, copy=True) if device is not None else pretrained.detach().clone()
         self.nbytes = self.tensor.numel() * self.tensor.element_size()
 
@@ -215,6 +215,11 @@ def _rebuilt_numel(unet: torch.nn.Module, name: str, entries: dict) -> list[int]
     return [tensors[t].numel() for t, stored in entries.items() if not isinstance(stored, _Exact)]
 
 
+def _json_value(value):
+    """Config values as JSON has them (tuples are lists there)."""
+    return [_json_value(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     out = dict(module.named_parameters(recurse=False))
     out.update({k: v for k, v in module.named_buffers(recurse=False) if v is not None})
@@ -258,34 +263,98 @@ class PatchedUNetPair(ModelPair):
             self.pretrained_dtype = _DTYPES[memory.split("-", 1)[1]]
             self.pretrained_unet = pretrained.to(device or finetuned_unet.device, self.pretrained_dtype).eval()
         elif needs_pretrained:
-            kind = memory.split("-", 1)[1] if "-" in memory else None
             finetuned_modules = dict(finetuned_unet.named_modules())
             for name, module in pretrained.named_modules():
                 theirs = _module_tensors(finetuned_modules[name])
                 for tname, tensor in _module_tensors(module).items():
-                    other = theirs[tname]
-                    if tensor.shape != other.shape:
-                        raise ValueError(f"{name}.{tname}: θ {tuple(tensor.shape)} vs θ' {tuple(other.shape)}")
-                    if torch.equal(tensor, other):
-                        continue
-                    if (kind is None or tensor.ndim < 2 or tensor.numel() < _EXACT_BELOW
-                            or not tensor.is_floating_point()):
-                        stored: _Stored = _Exact(tensor, device)
-                    elif kind == "int8":
-                        stored = _Int8Delta(tensor, other, device)
-                    else:
-                        stored = _CastDelta(tensor, other, _DTYPES[kind], device)
-                    self._patches.setdefault(name, {})[tname] = stored
+                    self._keep(name, tname, tensor, theirs[tname], device)
                     tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)  # free as we go
         del pretrained
-        self._largest = max((sum(_rebuilt_numel(finetuned_unet, name, entries))
+        self._finish(device)
+
+    def _keep(self, name: str, tname: str, tensor: torch.Tensor, other: torch.Tensor,
+              device: torch.device | None) -> None:
+        """Record what θ's ``tensor`` needs beside θ''s ``other`` (nothing when they are equal)."""
+        if tensor.shape != other.shape:
+            raise ValueError(f"{name}.{tname}: θ {tuple(tensor.shape)} vs θ' {tuple(other.shape)}")
+        if torch.equal(tensor, other):
+            return
+        kind = self.memory.split("-", 1)[1] if "-" in self.memory else None
+        if kind is None or tensor.ndim < 2 or tensor.numel() < _EXACT_BELOW or not tensor.is_floating_point():
+            stored: _Stored = _Exact(tensor, device)
+        elif kind == "int8":
+            stored = _Int8Delta(tensor, other, device)
+        else:
+            stored = _CastDelta(tensor, other, _DTYPES[kind], device)
+        self._patches.setdefault(name, {})[tname] = stored
+
+    def _finish(self, device: torch.device | None) -> None:
+        unet = self.backbone.unet
+        self._largest = max((sum(_rebuilt_numel(unet, name, entries))
                              for name, entries in self._patches.items()), default=0)
         if device is not None and device.type == "cpu" and torch.cuda.is_available():
             for stored in (s for entries in self._patches.values() for s in entries.values()):
                 for attr in ("tensor", "delta", "q", "scale"):
                     if hasattr(stored, attr):
                         setattr(stored, attr, getattr(stored, attr).pin_memory())
-        release_memory(finetuned_unet.device)
+        release_memory(next(unet.parameters()).device)
+
+    @classmethod
+    @torch.no_grad()
+    def from_folder(cls, backbone: Backbone, folder, memory: str = "delta", *,
+                    storage_device: torch.device | str | None = None,
+                    needs_pretrained: bool = True) -> "PatchedUNetPair | None":
+        """Stream θ' from a diffusers UNet folder (or a folder holding ``unet/``, as the workflow's DreamBooth
+        fine-tuning writes) into ``backbone.unet`` tensor by tensor, so θ and θ' are never both whole in memory.
+
+        Returns ``None`` where it cannot stream — no safetensors, text encoders next to the UNet (the
+        loaders attach those), a ``pretrained-*`` mode — and the caller loads the usual way.
+        """
+        import json
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        root = Path(folder)
+        unet_dir = root / "unet" if (root / "unet").is_dir() else root
+        import re
+
+        # the plain weights, whole or sharded; weight variants (.fp16.safetensors) are left to the loaders
+        files = sorted(f for f in unet_dir.glob("diffusion_pytorch_model*.safetensors")
+                       if re.fullmatch(r"diffusion_pytorch_model(-\d{5}-of-\d{5})?\.safetensors", f.name))
+        if (memory not in MEMORY_MODES or memory == "two-unets" or memory.startswith("pretrained-")
+                or not (unet_dir / "config.json").is_file() or not files
+                or (unet_dir != root and any(root.glob("text_encoder*")))):
+            return None
+        if storage_device is not None and memory.startswith("pretrained-"):
+            raise ValueError(f"{memory}: @{storage_device} is for the delta modes")
+        unet = backbone.unet
+        config = json.loads((unet_dir / "config.json").read_text())
+        mine = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+        differing = sorted(k for k in mine if k in config and _json_value(config[k]) != _json_value(mine[k]))
+        handles = [safe_open(str(f), framework="pt") for f in files]
+        where = {key: h for h in handles for key in h.keys()}
+        ours = {f"{name}.{t}": (name, t, tensor) for name, module in unet.named_modules()
+                for t, tensor in _module_tensors(module).items()}
+        if differing or set(where) != set(ours):
+            extra, missing = sorted(set(where) - set(ours)), sorted(set(ours) - set(where))
+            raise ValueError(f"{unet_dir}: fine-tuned UNet does not match the base model (config keys differing: "
+                             f"{differing[:3]}, {len(missing)} tensors missing, {len(extra)} extra, "
+                             f"e.g. {(missing or extra or ['-'])[0]})")
+        self = cls.__new__(cls)
+        self.backbone, self.memory, self.needs_pretrained = backbone, memory, needs_pretrained
+        self.pretrained_unet, self._patches = None, {}
+        device = torch.device(storage_device) if storage_device is not None else None
+        for key, (name, tname, tensor) in ours.items():
+            other = where[key].get_tensor(key).to(tensor.device, tensor.dtype)
+            if tuple(other.shape) != tuple(tensor.shape):
+                raise ValueError(f"{unet_dir}: {key} is {tuple(other.shape)} in θ', {tuple(tensor.shape)} in θ")
+            if needs_pretrained:
+                self._keep(name, tname, tensor, other, device)
+            tensor.data = other  # θ's UNet becomes θ', one tensor at a time
+        del handles, where
+        self._finish(device)
+        return self
 
     @property
     def stored_bytes(self) -> int:

@@ -84,17 +84,23 @@ def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | 
     import torch
 
     from .data import read_caption
-    from .model_pair import PRETRAINED, reduce_memory
+    from .model_pair import PRETRAINED, PatchedUNetPair, reduce_memory
     from .models import load_base, load_pair
     from .perf import PerfRecorder
     from .sampling import method_requests, sample_to_folder
 
     torch.set_num_threads(threads)
     backbone = load_base(base, **load_options)
-    pair = load_pair(backbone, ft_method, ft_dir, **(ft_options or {}))
     mode, _, storage = memory.partition("@")
     needs_pretrained = any(r.model == PRETRAINED for r in method_requests(method, None, None))
-    pair = reduce_memory(pair, mode, needs_pretrained=needs_pretrained, storage_device=storage or None)
+    pair = None
+    if ft_method == "dreambooth" and mode != "two-unets" and ft_dir and not (ft_options or {}).get("variant"):
+        # a local UNet folder is streamed into the option's format: θ and θ' are never both whole in memory
+        pair = PatchedUNetPair.from_folder(backbone, ft_dir, mode, storage_device=storage or None,
+                                           needs_pretrained=needs_pretrained)
+    if pair is None:
+        pair = load_pair(backbone, ft_method, ft_dir, **(ft_options or {}))
+        pair = reduce_memory(pair, mode, needs_pretrained=needs_pretrained, storage_device=storage or None)
     text = caption if caption is not None else read_caption(Path(set_folder), None)
     seed_list = shard_seeds(seeds)
     out = Path(out)

@@ -176,3 +176,26 @@ def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(images["two-unets"], images["delta-int8"]):
         assert (a - b).abs().max() <= 2  # uint8 levels
+
+
+@pytest.mark.parametrize("memory", ["delta", "delta-int8"])
+def test_streaming_from_a_folder_equals_the_in_memory_conversion(tmp_path, memory):
+    from finextract.model_pair import PatchedUNetPair
+
+    ref_bb, test_bb = _backbone(tmp_path / "a"), _backbone(tmp_path / "b")
+    finetuned = _finetuned(ref_bb.unet)
+    finetuned.save_pretrained(tmp_path / "ckpt" / "unet", safe_serialization=True)  # as finetune.save_checkpoint
+    reference = reduce_memory(TwoUNetPair(ref_bb, finetuned), memory)
+    streamed = PatchedUNetPair.from_folder(test_bb, tmp_path / "ckpt", memory)
+    assert streamed is not None and streamed.patched_tensors == reference.patched_tensors
+    assert streamed.stored_bytes == reference.stored_bytes
+    latents, t, requests = _inputs(ref_bb)
+    with torch.no_grad():
+        for w, g in zip(reference.predict(latents, t, requests), streamed.predict(latents, t, requests)):
+            assert torch.equal(w, g)
+    # where it cannot stream it says so, and the caller loads the usual way
+    assert PatchedUNetPair.from_folder(_backbone(tmp_path / "c"), tmp_path / "ckpt", "pretrained-bf16") is None
+    (tmp_path / "ckpt" / "text_encoder").mkdir()
+    assert PatchedUNetPair.from_folder(_backbone(tmp_path / "d"), tmp_path / "ckpt", memory) is None
+    with pytest.raises(ValueError, match="does not match the base"):
+        PatchedUNetPair.from_folder(_backbone(tmp_path / "e", "sdxl"), tmp_path / "ckpt" / "unet", memory)
