@@ -105,6 +105,13 @@ def test_killed_workflow_resumes_and_keeps_finished_shards(tmp_path):
     assert bare.returncode != 0 and "incomplete" in (bare.stdout + bare.stderr).lower()
     assert interrupted[0].name in bare.stdout + bare.stderr
 
+    # The killed Snakemake left its lock: a rerun stops and says how to remove it (the README's --unlock).
+    locked = subprocess.run(cmd + ["--cores", "2", *targets], cwd=REPO, env=ENV, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL)
+    assert locked.returncode != 0 and "LockException" in locked.stderr and "--unlock" in locked.stderr
+    unlock = subprocess.run(cmd + ["--unlock"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
     rerun = subprocess.run(cmd + ["--cores", "2", *targets], cwd=REPO, env=ENV, capture_output=True,
                            text=True, stdin=subprocess.DEVNULL)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
