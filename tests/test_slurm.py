@@ -80,6 +80,7 @@ def run_snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subproces
 
 
 def workflow_in(directory: Path) -> list[str]:
+    """Run the repository's workflow in directory (with cwd=directory too: sbatch -D takes Snakemake's start dir)."""
     return ["--snakefile", str(SNAKEFILE), "--directory", str(directory)]
 
 
@@ -153,7 +154,7 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
 
     # The plan under the SLURM profile: how many jobs of each rule to expect.
     plan = run_snakemake(*workflow_in(slurm_dir), "--workflow-profile", str(PROFILE), "--configfile",
-                         str(slurm_config), "-n")
+                         str(slurm_config), "-n", cwd=slurm_dir)
     assert plan.returncode == 0, plan.stderr[-3000:]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, flags=re.M))
     n_shards, n_finetune = int(planned["sample_shard"]), int(planned["finetune"])
@@ -161,7 +162,7 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
 
     started = time.time()
     run = run_snakemake(*workflow_in(slurm_dir), "--workflow-profile", str(PROFILE), "--configfile", str(slurm_config),
-                        *FAST_POLLING, "--slurm-logdir", str(tmp_path / "slurm_logs"))
+                        *FAST_POLLING, "--slurm-logdir", str(tmp_path / "slurm_logs"), cwd=slurm_dir)
     slurm_s = time.time() - started
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"SLURM run failed:\n{output[-8000:]}"
@@ -186,7 +187,7 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
     # A plain local run of the same config gives the same bytes.
     started = time.time()
     local = run_snakemake(*workflow_in(local_dir), "--workflow-profile", "none", "--cores", "2", "--configfile",
-                          str(local_config))
+                          str(local_config), cwd=local_dir)
     assert local.returncode == 0, f"local run failed:\n{(local.stdout + local.stderr)[-8000:]}"
     print(f"local run: {time.time() - started:.0f} s")
 
