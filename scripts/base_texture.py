@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from base_model_card import pick_captions  # noqa: E402
 
-from finextract.backbones.tiny import load_base  # noqa: E402
+from finextract.backbones.tiny import load_tiny as load_base  # noqa: E402
 from finextract.model_pair import SingleModel  # noqa: E402
 from finextract.sampling import sample_batch  # noqa: E402
 from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images  # noqa: E402
