@@ -45,6 +45,7 @@ TAUS = (0.6, 0.7)
 MAX_FALSE_POSITIVE = 0.01
 SIGMAS = (0.0, 0.5, 0.8, 1.0, 1.2, 1.5)
 POSTS = ("raw", "centred", "white64", "white128", "white256")
+HAND_NOTES = "## Notes (written by hand; kept when this page is regenerated)"
 MODEL_RESOLUTIONS = (("distilled", 224), ("distilled", 288), ("int8", 224))
 
 
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.time() - t_start
     doc = render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs, l2_rows, delta,
                      calibration_path, command, seconds)
+    if args.doc.exists() and HAND_NOTES in args.doc.read_text():  # keep the hand-written notes
+        doc += "\n" + HAND_NOTES + args.doc.read_text().split(HAND_NOTES, 1)[1]
     args.doc.write_text(doc)
     (args.copyset / "validation.json").write_text(json.dumps({
         "instrument": chosen.name, "calibration": rel(calibration_path) if calibration_path else None,
