@@ -1,6 +1,6 @@
 """The authors' clustering, re-implemented from its description, as a baseline to compare against.
 
-Behaviour (from /work/shared/notes/reference-implementation.md; no code of theirs was seen or used):
+Behaviour (from docs/reference-implementation.md; no code of theirs was seen or used):
 
 * cosine matrix with the diagonal set to 0;
 * phi starts at the 25th percentile of 1,000 random matrix entries (diagonal included) and rises

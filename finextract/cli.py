@@ -99,6 +99,10 @@ def _summary(args: argparse.Namespace) -> None:
     from .report import write_summary
 
     markdown = write_summary(args.metrics, Path(args.out_csv), Path(args.out_md), Path(args.out_all))
+    if args.out_leak:
+        from .report import write_leak_summary
+
+        write_leak_summary(args.metrics, Path(args.out_leak))
     print("\n" + markdown)
     print(f"Table: {args.out_md}  (CSV: {args.out_csv}); extracted images: "
           f"{args.extracted_root}/<set>/<ft>/<method>/extracted/")
@@ -275,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     for name in ("--out-csv", "--out-md", "--out-all"):
         p.add_argument(name, required=True)
+    p.add_argument("--out-leak", default=None, help="the publisher summary (HTML) for the report")
     p.add_argument("--extracted-root", required=True)
     p.set_defaults(func=_summary)
 

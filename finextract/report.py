@@ -167,3 +167,37 @@ def extracted_grid(metric_files: list[str], out: Path, tile: int = 64) -> None:
     width = max(b.shape[1] for b in blocks)
     padded = [np.pad(b, ((0, 8), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
     save_png(out, np.concatenate(padded))
+
+
+def leak_summary(metrics: pd.DataFrame) -> list[str]:
+    """One sentence per (set, fine-tuning): the share of the private set the best method extracts at each τ,
+    with the never-fine-tuned control beside it — what a model publisher reads before uploading."""
+    taus = sorted((float(c.split("@")[1]) for c in metrics.columns if c.startswith("A-ESR@")))
+    if not taus:
+        return []
+    sentences = []
+    for set_name, per_set in metrics.groupby("set", sort=False):
+        control = per_set[per_set["ft"] == "none"]
+        for ft, rows in per_set[per_set["ft"] != "none"].groupby("ft", sort=False):
+            best = rows.sort_values([f"A-ESR@{taus[0]:g}", "AS"], ascending=False).iloc[0]
+            shares = " and ".join(f"{best[f'A-ESR@{t:g}']:.0%} at τ = {t:g}" for t in taus)
+            text = (f"{set_name}, {FT_LABELS.get(ft, ft)}: the best attack "
+                    f"({METHOD_LABELS.get(best['method'], best['method'])}) extracts {shares} of the private set "
+                    f"(AS {best['AS']:.3f})")
+            if len(control):
+                c = control.iloc[0]
+                text += (f"; the never-fine-tuned model with the same caption: "
+                         + " and ".join(f"{c[f'A-ESR@{t:g}']:.0%}" for t in taus) + f" (AS {c['AS']:.3f})")
+            sentences.append(text + ".")
+    return sentences
+
+
+def write_leak_summary(metric_files: list[str], out: Path) -> None:
+    """The publisher summary as a small self-contained HTML page (the Snakemake report shows it first)."""
+    import html
+
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in leak_summary(collect_metrics(metric_files)))
+    save_text(out, "<!doctype html><meta charset='utf-8'><title>Leak score</title>"
+                   "<body style='font-family:sans-serif'><h2>Leak score</h2><ul>" + items + "</ul>"
+                   "<p>A-ESR: share of private images whose best extracted image has SSCD similarity above τ. "
+                   "A low share is not proof that nothing leaked.</p></body>\n")

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up .venv (idempotent) and run the test suite. As root on Debian it also installs the system tools
-# some tests need (SVG rendering for the corpus builder; the SLURM test installs SLURM itself).
+# some tests need (SVG rendering for the corpus builder, Chromium to open the Snakemake report; the SLURM
+# test installs SLURM itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v rsvg-convert >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null) \
-        || echo "test.sh: could not install librsvg2-bin; the corpus test will be skipped"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+        && ! { command -v rsvg-convert && command -v chromium; } >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin chromium >/dev/null) \
+        || echo "test.sh: could not install librsvg2-bin/chromium; the tests that need them will say so"
 fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1

@@ -86,3 +86,14 @@ def test_disagreements_between_sscd_and_l2_are_listed(tmp_path):
     assert "SSCD > 0.6 only: b.png" in notes[0] and "ℓ2 < 0.1 only: c.png" in notes[0]
     assert "a.png" not in notes[0]
     assert notes[0].startswith("s DreamBooth Direct")
+
+
+def test_leak_summary_names_the_best_attack_and_the_control():
+    from finextract.report import leak_summary
+
+    metrics = metrics_rows([0.6, 0.7])
+    metrics.loc[1, "A-ESR@0.6"] = 0.9  # FineXtract extracts more
+    metrics.loc[2, ["A-ESR@0.6", "A-ESR@0.7"]] = 0.0
+    (sentence,) = leak_summary(metrics)
+    assert "FineXtract" in sentence and "90% at τ = 0.6" in sentence and "25% at τ = 0.7" in sentence
+    assert "never-fine-tuned model with the same caption: 0% and 0%" in sentence

@@ -65,6 +65,30 @@ def test_default_config_plans_the_full_grid(tmp_path):
 
 
 @pytest.mark.slow
+def check_report_in_browser(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium renders the report (its menu is drawn by JavaScript from the embedded results):
+    the rendered page names the result categories and Table 1, and the screenshot is not blank."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            raise AssertionError("chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
+        pytest.skip("chromium not installed")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=8000", "--window-size=1400,1000"]
+    dom = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for text in ("Summary", "Extracted images", "Table 1", "private vs extracted", "Leak score", "FineXtract"):
+        assert text in dom, f"{text!r} not in the rendered report"
+    shot = tmp_path / "report.png"
+    subprocess.run(flags + [f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text and the menu, not a blank page
+
+
 def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     config = smoke_config(tmp_path)
     run = snakemake("--configfile", str(config))
@@ -90,6 +114,11 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert len(curve) == 8 and set(curve["n_per_image"]) == {1, 2}
     assert (curve["AS"] <= curve["upper_AS"] + 1e-6).all()
     assert (results / "n_sweep" / "n_sweep.png").stat().st_size > 0
+
+    # The Snakemake report of the run: one self-contained HTML file, opened in a real browser.
+    report = tmp_path / "report.html"
+    snakemake("--configfile", str(config), "--report", str(report))
+    check_report_in_browser(report, tmp_path)
 
     # Changing w' reruns sampling and what follows for that method only, never fine-tuning.
     changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})

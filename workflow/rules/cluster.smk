@@ -7,7 +7,9 @@ rule cluster:
         embeddings=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
         order=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
     output:
-        directory(f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}"),
+        report(directory(f"{RESULTS}/clusters/{{set}}/{{ft}}/{{method}}"), patterns=["extracted/{name}.png"],
+               caption="../report/extracted.rst", category="Extracted images", subcategory="{set}",
+               labels={"fine-tuning": "{ft}", "method": "{method}", "image": "{name}"}),
     params:
         n0=lambda wc: N0[wc.set],
         time_cap=config["clustering"]["time_cap_s"],

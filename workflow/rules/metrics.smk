@@ -11,7 +11,7 @@ rule score:
     output:
         f"{RESULTS}/metrics/{{set}}/{{ft}}/{{method}}.csv",
     params:
-        taus=" ".join(str(t) for t in config.get("metrics", {}).get("taus", [0.6, 0.7])),
+        taus=TAUS,
         folder=set_folder,
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
@@ -19,7 +19,7 @@ rule score:
         f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
     localrule: True
     shell:
-        "{FX} score --private {input.private} --private-order {input.private_order} "
+        "$FINEXTRACT score --private {input.private} --private-order {input.private_order} "
         "--generated {input.generated} --clusters {input.clusters} --taus {params.taus} "
         "--set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} --out {output} "
         "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
@@ -30,15 +30,21 @@ rule summary:
     input:
         [f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
     output:
-        csv=f"{RESULTS}/summary/table1.csv",
+        csv=report(f"{RESULTS}/summary/table1.csv", caption="../report/table1.rst", category="Summary",
+                   labels={"table": "Table 1"}),
         md=f"{RESULTS}/summary/table1.md",
         all=f"{RESULTS}/summary/all_metrics.csv",
+        leak=report(f"{RESULTS}/summary/leak_summary.html", caption="../report/leak_summary.rst",
+                    category="Summary", labels={"table": "Leak score"}),
+    params:
+        extracted_root=f"{RESULTS}/clusters",
     log:
         f"{RESULTS}/logs/summary/table1.log",
     localrule: True
     shell:
-        "{FX} summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
-        "--out-all {output.all} --extracted-root {RESULTS}/clusters"
+        "$FINEXTRACT summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
+        "--out-all {output.all} --out-leak {output.leak} --extracted-root {params.extracted_root} "
+        "2>&1 | tee {log}"
 
 
 rule extracted_grid:
@@ -46,7 +52,8 @@ rule extracted_grid:
         metrics=[f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
         clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in SCORED],
     output:
-        f"{RESULTS}/summary/extracted_grid.png",
+        report(f"{RESULTS}/summary/extracted_grid.png", caption="../report/extracted_grid.rst",
+               category="Summary", labels={"table": "private vs extracted"}),
     log:
         f"{RESULTS}/logs/summary/extracted_grid.log",
     localrule: True

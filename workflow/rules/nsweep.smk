@@ -61,7 +61,8 @@ rule n_sweep:
          for c in SWEEP_COMBOS for m in SWEEP_MULTIPLES],
     output:
         csv=f"{RESULTS}/n_sweep/n_sweep.csv",
-        png=f"{RESULTS}/n_sweep/n_sweep.png",
+        png=report(f"{RESULTS}/n_sweep/n_sweep.png", caption="../report/n_sweep.rst", category="N sweep",
+                   labels={"figure": "AS and A-ESR vs N"}),
     params:
         taus=TAUS,
     log:
