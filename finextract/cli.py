@@ -68,7 +68,7 @@ def _sample(args: argparse.Namespace) -> None:
     run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
                threads=args.threads, ft_options=_finetuned_options(args), memory=args.memory,
-               **_load_options(args))
+               scheduler=args.scheduler, **_load_options(args))
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
     p.add_argument("--w", type=float, required=True)
     p.add_argument("--k", type=float, required=True)
+    p.add_argument("--scheduler", required=True, choices=["ddim", "dpmsolver++", "unipc"],
+                   help="sampler (sampling.scheduler)")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
     p.add_argument("--batch-size", type=int, required=True, help="UNet batch rows per forward (CFG: 2 per image)")

@@ -67,11 +67,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def sample_batch(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
-                 w: float, k: float = 0.0) -> np.ndarray:
+                 w: float, k: float = 0.0, scheduler_kind: str = "ddim") -> np.ndarray:
     backbone = pair.backbone
     device = backbone.device
     dtype = next(backbone.unet.parameters()).dtype
-    scheduler = backbone.sampling_scheduler()
+    scheduler = backbone.sampling_scheduler(scheduler_kind)
     scheduler.set_timesteps(steps)
     latents = initial_noise(seeds, backbone.latent_shape()).to(device, dtype) * scheduler.init_noise_sigma
     cond = backbone.encode_captions([caption]).to(device, dtype)
@@ -90,7 +90,8 @@ def seed_filename(seed: int) -> str:
 
 def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
                      w: float, k: float, out_dir: Path, batch_size: int = 32,
-                     progress: bool = True, on_batch: Callable[[int], None] | None = None) -> list[Path]:
+                     progress: bool = True, on_batch: Callable[[int], None] | None = None,
+                     scheduler_kind: str = "ddim") -> list[Path]:
     """Write one PNG per seed into ``out_dir``; seeds whose PNG exists are skipped (resume).
 
     ``batch_size`` is UNet rows per forward (see :func:`images_per_batch`).
@@ -102,7 +103,7 @@ def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: st
                unit="img", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        for seed, image in zip(chunk, sample_batch(pair, caption, chunk, method, steps, w, k)):
+        for seed, image in zip(chunk, sample_batch(pair, caption, chunk, method, steps, w, k, scheduler_kind)):
             save_png(out_dir / seed_filename(seed), image)
         bar.update(len(chunk))
         if on_batch:

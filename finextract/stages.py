@@ -75,7 +75,7 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
 def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | None, caption: str | None,
                method: str, w: float, k: float, steps: int, seeds: str, batch_size: int, out: Path,
                threads: int = 1, ft_options: dict | None = None, memory: str = "two-unets",
-               **load_options) -> None:
+               scheduler: str = "ddim", **load_options) -> None:
     """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``.
 
     ``memory`` (DreamBooth only): ``two-unets`` or a mode of ``model_pair.MEMORY_MODES``, optionally
@@ -107,7 +107,8 @@ def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | 
     out.mkdir(parents=True, exist_ok=True)
     recorder = PerfRecorder(device=str(backbone.device))
     with recorder:
-        sample_to_folder(pair, text, seed_list, method, steps, w, k, out, batch_size=batch_size)
+        sample_to_folder(pair, text, seed_list, method, steps, w, k, out, batch_size=batch_size,
+                         scheduler_kind=scheduler)
     row = recorder.row(method=method, ft=ft_method, images=len(seed_list))
     save_csv(out / "perf.csv", pd.DataFrame([row]))
 

@@ -127,6 +127,10 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert plan["sample_shard"] == 6  # finextract x {dreambooth, lora} x (2 shards openmoji + 1 wesnoth)
     assert plan["score"] == 4
 
+    # Changing the sampler reruns every sampling shard and what follows, never fine-tuning.
+    plan = planned_jobs(smoke_config(tmp_path, **{"sampling.scheduler": "dpmsolver++"}))
+    assert "finetune" not in plan and plan["sample_shard"] == 21 and plan["score"] == 14
+
     # Changing a fine-tuning hyperparameter reruns from fine-tuning.
     changed_lr = smoke_config(tmp_path, **{"finetune.lora.lr": 2.0e-3})
     plan = planned_jobs(changed_lr)
