@@ -214,7 +214,10 @@ def build_copy_set(base: str | Path, cache: Path, out: Path, recipe: CopySetReci
     from .io import save_csv
 
     save_csv(out / MANIFEST, manifest)
-    save_json(out / "recipe.json", {**asdict(recipe), "base": str(base)})
+    root = Path(__file__).resolve().parents[1]
+    base_path = Path(base).resolve()
+    shown = str(base_path.relative_to(root)) if base_path.is_relative_to(root) else str(base)
+    save_json(out / "recipe.json", {**asdict(recipe), "base": shown})
     return manifest
 
 
