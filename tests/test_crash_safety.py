@@ -128,7 +128,7 @@ def test_killed_sample_command_skips_the_seeds_it_already_wrote(tmp_path):
     and the shard ends up identical to one sampled without interruption."""
     def sample_cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "finextract", "sample", "--base", "resources/base", "--ft-method", "none",
-                "--set-folder", f"resources/datasets/{SET}", "--method", "direct", "--steps", "30",
+                "--set-folder", f"resources/datasets/{SET}", "--method", "direct", "--steps", "30", "--scheduler", "ddim",
                 "--seeds", "000100-000109", "--batch-size", "1", "--threads", "1", "--out", str(out),
                 "--w", "1", "--k", "0", "--base-kind", "auto", "--precision", "auto", "--device", "auto"]
 
