@@ -58,3 +58,11 @@ def save_csv(path: str | os.PathLike, frame) -> None:
     """Save a pandas DataFrame as CSV, atomically."""
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] RGB (generated PNGs, extracted images)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

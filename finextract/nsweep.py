@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .clustering import extract_clusters
-from .io import atomic_path
+from .io import atomic_path, read_rgb
 from .metrics import score_extraction, score_l2
 
 _SEED = re.compile(r"seed_(\d+)\.png$")
@@ -56,7 +56,7 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
     seconds = time.perf_counter() - start
     scores = score_extraction(private, descriptors[result.centers], generated=descriptors, taus=taus)
     if private_images is not None and l2_delta is not None:
-        extracted = np.stack([_read_rgb(files[rows[i]]) for i in result.centers])
+        extracted = np.stack([read_rgb(files[rows[i]]) for i in result.centers])
         scores.update(score_l2(private_images, extracted, l2_delta))
     point = {"n_generated": n_images, "n_per_image": n_images / n0, "n0": n0, **scores,
              "threshold": result.threshold, "min_threshold": min_threshold,
@@ -68,13 +68,6 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
         point.update({"paper_rule_threshold": paper.threshold,
                       "paper_rule_largest_clique": int(max(len(m) for m in paper.members))})
     return point
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def plot_n_sweep(table: pd.DataFrame, out: Path, taus: tuple[float, ...] = (0.6, 0.7)) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import shard_seeds
 from .data import load_private_set
-from .io import save_csv, save_npy
+from .io import read_rgb, save_csv, save_npy
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -209,24 +209,19 @@ def _l2_scores(private_set: str, base: str | None, private_files: list[str], ext
     if [str(p) for p in private.files] != [str(p) for p in private_files]:
         raise ValueError(f"{private_set}: its images differ from the ones embedded ({len(private_files)} files); "
                          "rerun the private embedding")
-    extracted = np.stack([_read_rgb(f) for f in extracted_files])
+    extracted = np.stack([read_rgb(f) for f in extracted_files])
     distances = pixel_l2_matrix(private.images, extracted)
     nearest = distances.min(axis=1)
     # the no-clustering bound over all generated images, in chunks: SD-sized images do not fit at once
     generated_files = pd.read_csv(Path(generated_embeddings).with_suffix(".order.csv"))["file"].tolist()
     upper = np.full(len(private.images), np.inf)
     for start in range(0, len(generated_files), 64):
-        chunk = np.stack([_read_rgb(f) for f in generated_files[start:start + 64]])
+        chunk = np.stack([read_rgb(f) for f in generated_files[start:start + 64]])
         upper = np.minimum(upper, pixel_l2_matrix(private.images, chunk).min(axis=1))
     scores = {"L2": float(nearest.mean()), "L2-ESR": float((nearest < delta).mean()),
               "upper_L2": float(upper.mean()), "upper_L2-ESR": float((upper < delta).mean()),
               "l2_delta": float(delta)}
     return scores, nearest, [extracted_files[i] for i in distances.argmin(axis=1)]
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 # --- N sweep ------------------------------------------------------------------------------
