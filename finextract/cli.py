@@ -59,7 +59,7 @@ def _finetune(args: argparse.Namespace) -> None:
     from .stages import run_finetune
 
     run_finetune(args.base, args.set_folder, args.caption, args.method, json.loads(args.hyper),
-                 Path(args.out), threads=args.threads, **_load_options(args))
+                 Path(args.out), threads=args.threads, snapshots=tuple(args.snapshots or ()), **_load_options(args))
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -68,7 +68,15 @@ def _sample(args: argparse.Namespace) -> None:
     run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
                threads=args.threads, ft_options=_finetuned_options(args), memory=args.memory,
-               scheduler=args.scheduler, **_load_options(args))
+               scheduler=args.scheduler, interval=_interval(args.guidance_interval), **_load_options(args))
+
+
+def _interval(values: list[float]) -> tuple[float, float] | None:
+    """``LO HI`` timesteps; the whole range 0 .. 1000 (or wider) is no interval at all."""
+    lo, hi = values
+    if lo > hi:
+        raise SystemExit(f"--guidance-interval: LO ({lo}) must not exceed HI ({hi})")
+    return None if lo <= 0 and hi >= 1000 else (lo, hi)
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -122,6 +130,23 @@ def _sweep_point(args: argparse.Namespace) -> None:
                     args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out),
                     min_threshold=args.min_threshold, private_set=args.private_set, base=args.base,
                     l2_delta=args.l2_delta)
+
+
+def _study_point(args: argparse.Namespace) -> None:
+    from .stages import run_study_point
+
+    cell = {"set": args.set, "ft": args.ft, "seed": args.seed, "steps_per_image": args.steps_per_image}
+    run_study_point(Path(args.generated), Path(args.order), Path(args.private), args.taus, cell, args.variant,
+                    args.time_cap, Path(args.out), min_threshold=args.min_threshold,
+                    private_set=args.private_set, base=args.base, l2_delta=args.l2_delta)
+
+
+def _study_summary(args: argparse.Namespace) -> None:
+    import json
+
+    from .stages import run_study_summary
+
+    run_study_summary(args.points, args.controls, json.loads(args.study), Path(args.out_dir))
 
 
 def _sweep_summary(args: argparse.Namespace) -> None:
@@ -209,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption", default=None)
     p.add_argument("--method", required=True, choices=["dreambooth", "lora"])
     p.add_argument("--hyper", required=True, help="JSON object of fine-tuning hyperparameters")
+    p.add_argument("--snapshots", type=int, nargs="*", default=None,
+                   help="also save the model after these steps per image, in OUT/spi<S>/ (the study's ladder)")
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_finetune)
@@ -225,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", required=True, choices=["ddim", "dpmsolver++", "unipc"],
                    help="sampler (sampling.scheduler)")
     p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--guidance-interval", type=float, nargs=2, required=True, metavar=("LO", "HI"),
+                   help="guide only at timesteps LO..HI, θ''s own prediction elsewhere (0 1000: always)")
     p.add_argument("--seeds", required=True, help="inclusive seed range FIRST-LAST")
     p.add_argument("--batch-size", type=int, required=True, help="UNet batch rows per forward (CFG: 2 per image)")
     p.add_argument("--memory", default="two-unets",
@@ -303,6 +332,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="floor under phi ('none': the paper's rule as is)")
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_sweep_point)
+
+    p = sub.add_parser("study-point", help="cluster and score one variant of the guidance study")
+    for name in ("--generated", "--order", "--private", "--set", "--ft", "--variant", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--seed", type=int, required=True, help="fine-tuning seed (-1: the never-fine-tuned control)")
+    p.add_argument("--steps-per-image", type=int, required=True, help="fine-tuning strength (0: the control)")
+    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
+    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
+    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
+    p.add_argument("--time-cap", type=float, required=True)
+    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
+                   help="floor under phi ('none': the paper's rule as is)")
+    p.add_argument("--taus", type=float, nargs="+", required=True)
+    p.set_defaults(func=_study_point)
+
+    p = sub.add_parser("study-summary", help="the guidance study's table, figures and regime map")
+    p.add_argument("--points", nargs="+", required=True)
+    p.add_argument("--controls", nargs="+", required=True)
+    p.add_argument("--study", required=True, help="the study config section as JSON")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_study_summary)
 
     p = sub.add_parser("sweep-summary", help="N sweep table and plot (AS and A-ESR vs N)")
     p.add_argument("--points", nargs="+", required=True)

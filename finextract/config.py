@@ -403,7 +403,7 @@ class AttackTarget:
         return bool(self.finetuned)
 
 
-SAMPLING_KEYS = ("n_per_image", "steps", "scheduler", "seed_offset", "shard_size", "batch_size")
+SAMPLING_KEYS = ("n_per_image", "steps", "scheduler", "guidance_interval", "seed_offset", "shard_size", "batch_size")
 
 
 def is_realworld(config: dict) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +65,20 @@ def trainable_unet(backbone: Backbone, cfg: FinetuneConfig, in_place: bool = Fal
     raise ValueError(f"unknown fine-tuning method {cfg.method!r}; expected one of {FINETUNE_METHODS}")
 
 
+def snapshot_name(steps_per_image: int) -> str:
+    return f"spi{steps_per_image}"
+
+
 def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: FinetuneConfig,
-             out_dir: str | Path, progress: bool = True, in_place: bool = False) -> Path:
+             out_dir: str | Path, progress: bool = True, in_place: bool = False,
+             snapshots: tuple[int, ...] = ()) -> Path:
     """Fine-tune on ``images`` with ``caption``; write the checkpoint and ``train_log.csv``.
 
     ``in_place``: train DreamBooth on ``backbone.unet`` itself instead of a copy (see trainable_unet).
+    ``snapshots``: steps per image at which the model so far is also saved, in ``out_dir/spi<S>/``.
+    With a constant learning rate and per-step seeded batches, the snapshot at S is the checkpoint a run
+    with ``steps_per_image = S`` (and the same seed) writes, so one run gives a ladder of fine-tuning
+    strengths (the guidance study).
     """
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
@@ -82,6 +91,9 @@ def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: Finetune
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, eps=1e-8)
     steps = cfg.total_steps(len(images))
+    snapshot_at = {s * len(images): s for s in snapshots}
+    if any(s < 1 or s > cfg.steps_per_image for s in snapshots):
+        raise ValueError(f"snapshots {list(snapshots)} must lie in 1..steps_per_image ({cfg.steps_per_image})")
     log_rows = ["step,loss,seconds"]
     t0 = time.time()
     bar = tqdm(range(steps), desc=f"{cfg.method} fine-tuning", unit="step", disable=not progress)
@@ -96,13 +108,28 @@ def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: Finetune
         log_rows.append(f"{step},{loss.item():.5f},{time.time() - t0:.2f}")
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step + 1 in snapshot_at:
+            spi = snapshot_at[step + 1]
+            unet.eval()
+            _save_run(backbone, unet, replace(cfg, steps_per_image=spi), out_dir / snapshot_name(spi),
+                      len(images), caption, t0)
+            unet.train()
     unet.eval()
     save_checkpoint(backbone, unet, cfg, out_dir)
     with atomic_path(out_dir / "train_log.csv") as tmp:
         tmp.write_text("\n".join(log_rows) + "\n")
-    save_json(out_dir / "finetune.json", {**asdict(cfg), "steps": steps, "n_images": len(images),
-                                          "caption": caption, "seconds": round(time.time() - t0, 1)})
+    _save_run(backbone, None, cfg, out_dir, len(images), caption, t0)
     return out_dir
+
+
+def _save_run(backbone: Backbone, unet: torch.nn.Module | None, cfg: FinetuneConfig, out_dir: Path,
+              n_images: int, caption: str, t0: float) -> None:
+    """The checkpoint (unless ``unet`` is None: already written) and ``finetune.json``."""
+    if unet is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(backbone, unet, cfg, out_dir)
+    save_json(out_dir / "finetune.json", {**asdict(cfg), "steps": cfg.total_steps(n_images), "n_images": n_images,
+                                          "caption": caption, "seconds": round(time.time() - t0, 1)})
 
 
 def save_checkpoint(backbone: Backbone, unet: torch.nn.Module, cfg: FinetuneConfig, out_dir: Path) -> None:

@@ -48,6 +48,22 @@ def images_per_batch(pair: ModelPair, method: str, rows: int) -> int:
     return max(1, rows // pair.rows_per_image(models))
 
 
+def in_guidance_interval(t: float, interval: tuple[float, float] | None) -> bool:
+    """Whether guidance applies at timestep ``t``: inside the closed ``interval`` (None: everywhere).
+
+    Outside it a guided method takes θ''s own prediction (one forward instead of two), as
+    Kynkäänniemi et al. (2024) apply CFG only in a limited noise interval.
+    """
+    return interval is None or interval[0] <= t <= interval[1]
+
+
+def step_requests(method: str, cond, uncond, guided: bool) -> tuple[str, list[EpsRequest]]:
+    """The method and predictions of one denoising step, inside (``guided``) or outside the interval."""
+    if guided or method == "direct":
+        return method, method_requests(method, cond, uncond)
+    return "direct", [EpsRequest(FINETUNED, uncond if method == "finextract_uncond" else cond)]
+
+
 def combine(method: str, eps: list[torch.Tensor], w: float, k: float) -> torch.Tensor:
     if method == "direct":
         return guidance.direct_eps(eps[0])
@@ -67,7 +83,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def sample_batch(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
-                 w: float, k: float = 0.0, scheduler_kind: str = "ddim") -> np.ndarray:
+                 w: float, k: float = 0.0, scheduler_kind: str = "ddim",
+                 interval: tuple[float, float] | None = None) -> np.ndarray:
     backbone = pair.backbone
     device = backbone.device
     dtype = next(backbone.unet.parameters()).dtype
@@ -76,11 +93,14 @@ def sample_batch(pair: ModelPair, caption: str, seeds: list[int], method: str, s
     latents = initial_noise(seeds, backbone.latent_shape()).to(device, dtype) * scheduler.init_noise_sigma
     cond = backbone.encode_captions([caption]).to(device, dtype)
     uncond = backbone.unconditional(1).to(device, dtype)
-    requests = method_requests(method, cond, uncond)
+    # w' = 1 (and k = 0) reduces every guided method to θ''s own prediction: one forward instead of two
+    unguided = w == 1.0 and (k == 0.0 or method != "finextract")
     for t in scheduler.timesteps:
+        guided = not unguided and in_guidance_interval(float(t), interval)
+        step_method, requests = step_requests(method, cond, uncond, guided)
         model_input = scheduler.scale_model_input(latents, t)
         eps = pair.predict(model_input, t.to(device), requests)
-        latents = scheduler.step(combine(method, eps, w, k), t, latents).prev_sample
+        latents = scheduler.step(combine(step_method, eps, w, k), t, latents).prev_sample
     return to_uint8(backbone.to_images(latents).float())
 
 
@@ -91,10 +111,11 @@ def seed_filename(seed: int) -> str:
 def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
                      w: float, k: float, out_dir: Path, batch_size: int = 32,
                      progress: bool = True, on_batch: Callable[[int], None] | None = None,
-                     scheduler_kind: str = "ddim") -> list[Path]:
+                     scheduler_kind: str = "ddim", interval: tuple[float, float] | None = None) -> list[Path]:
     """Write one PNG per seed into ``out_dir``; seeds whose PNG exists are skipped (resume).
 
-    ``batch_size`` is UNet rows per forward (see :func:`images_per_batch`).
+    ``batch_size`` is UNet rows per forward (see :func:`images_per_batch`); ``interval`` the timesteps
+    where guidance applies (see :func:`in_guidance_interval`).
     """
     out_dir = Path(out_dir)
     batch_size = images_per_batch(pair, method, batch_size)
@@ -103,7 +124,8 @@ def sample_to_folder(pair: ModelPair, caption: str, seeds: list[int], method: st
                unit="img", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        for seed, image in zip(chunk, sample_batch(pair, caption, chunk, method, steps, w, k, scheduler_kind)):
+        for seed, image in zip(chunk, sample_batch(pair, caption, chunk, method, steps, w, k, scheduler_kind,
+                                                        interval)):
             save_png(out_dir / seed_filename(seed), image)
         bar.update(len(chunk))
         if on_batch:

@@ -45,7 +45,7 @@ def base_resolution(base: str) -> int:
 
 # --- fine-tuning --------------------------------------------------------------------------
 def run_finetune(base: str, set_folder: str, caption: str | None, method: str, hyper: dict,
-                 out: Path, threads: int = 1, **load_options) -> None:
+                 out: Path, threads: int = 1, snapshots: tuple[int, ...] = (), **load_options) -> None:
     import torch
 
     from .finetune import FinetuneConfig, finetune
@@ -67,7 +67,8 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
           f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
     out = Path(out)
     tmp = _fresh_tmp_dir(out)
-    finetune(backbone, private.images, private.caption, cfg, tmp, in_place=True)  # θ is not needed after
+    # θ is not needed after
+    finetune(backbone, private.images, private.caption, cfg, tmp, in_place=True, snapshots=tuple(snapshots))
     _replace_dir(tmp, out)
 
 
@@ -75,7 +76,7 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
 def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | None, caption: str | None,
                method: str, w: float, k: float, steps: int, seeds: str, batch_size: int, out: Path,
                threads: int = 1, ft_options: dict | None = None, memory: str = "two-unets",
-               scheduler: str = "ddim", **load_options) -> None:
+               scheduler: str = "ddim", interval: tuple[float, float] | None = None, **load_options) -> None:
     """Write one PNG per seed of the shard into ``out`` plus ``perf.csv``.
 
     ``memory`` (DreamBooth only): ``two-unets`` or a mode of ``model_pair.MEMORY_MODES``, optionally
@@ -108,7 +109,7 @@ def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | 
     recorder = PerfRecorder(device=str(backbone.device))
     with recorder:
         sample_to_folder(pair, text, seed_list, method, steps, w, k, out, batch_size=batch_size,
-                         scheduler_kind=scheduler)
+                         scheduler_kind=scheduler, interval=interval)
     row = recorder.row(method=method, ft=ft_method, images=len(seed_list))
     save_csv(out / "perf.csv", pd.DataFrame([row]))
 
@@ -255,3 +256,27 @@ def run_sweep_summary(points: list[str], taus: list[float], out_csv: Path, out_p
     columns += [c for c in ("paper_rule_AS",) if c in table]
     print(table[columns + ["cluster_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"N sweep: {out_csv} and {out_png}")
+
+
+# --- the guidance study -------------------------------------------------------------------
+def run_study_point(generated: Path, order: Path, private: Path, taus: list[float], cell: dict, variant: str,
+                    time_cap: float, out: Path, min_threshold: float | None = None,
+                    private_set: str | None = None, base: str | None = None,
+                    l2_delta: float | None = None) -> None:
+    from .study import study_point
+
+    files = pd.read_csv(order)["file"].tolist()
+    private_images = None
+    if private_set is not None:
+        private_images = load_private_set(Path(private_set).name, private_set,
+                                          base_resolution(base) if base else 32).images
+    row = study_point(np.load(generated), files, np.load(private), len(files), tuple(taus), time_cap,
+                      min_threshold, private_images, l2_delta)
+    save_csv(out, pd.DataFrame([{**cell, "variant": variant, **row}]))
+    print(f"{cell} {variant}: AS {row['AS']:.3f}, separation {row['separation']:.3f}", flush=True)
+
+
+def run_study_summary(points: list[str], controls: list[str], study: dict, out_dir: Path) -> None:
+    from .study_report import write_study_summary
+
+    write_study_summary(points, controls, study, out_dir)

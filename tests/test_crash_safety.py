@@ -130,7 +130,8 @@ def test_killed_sample_command_skips_the_seeds_it_already_wrote(tmp_path):
         return [sys.executable, "-m", "finextract", "sample", "--base", "resources/base", "--ft-method", "none",
                 "--set-folder", f"resources/datasets/{SET}", "--method", "direct", "--steps", "30", "--scheduler", "ddim",
                 "--seeds", "000100-000109", "--batch-size", "1", "--threads", "1", "--out", str(out),
-                "--w", "1", "--k", "0", "--base-kind", "auto", "--precision", "auto", "--device", "auto"]
+                "--w", "1", "--k", "0", "--guidance-interval", "0", "1000",
+                "--base-kind", "auto", "--precision", "auto", "--device", "auto"]
 
     out, reference = tmp_path / "shard", tmp_path / "reference"
     log = tmp_path / "sample.log"

@@ -11,6 +11,7 @@ rule sample_shard:
         guidance=guidance,
         steps=lambda wc: target(wc).sampling["steps"],
         scheduler=lambda wc: target(wc).sampling["scheduler"],
+        interval=lambda wc: " ".join(str(t) for t in target(wc).sampling["guidance_interval"]),
         batch_size=lambda wc: target(wc).sampling["batch_size"],
         caption=caption_args,
         load=load_args,
@@ -25,5 +26,5 @@ rule sample_shard:
     shell:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.guidance[0]} --k {params.guidance[1]} "
-        "--steps {params.steps} --scheduler {params.scheduler} --seeds {wildcards.shard} --batch-size {params.batch_size} "
+        "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} --batch-size {params.batch_size} "
         "--threads {threads} --out {output} 2>&1 | tee {log}"

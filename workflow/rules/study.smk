@@ -1,0 +1,167 @@
+# `snakemake study`: the guidance study (docs/guidance-study.md). Fine-tuning strength is a ladder of
+# snapshots of one constant-lr run per (set, method, seed); every variant (method, w', k, interval)
+# of every rung is one sampling job and one scoring job, so changing one w' reruns only its own jobs.
+# Its files live under results/study/; the default run's files are never touched.
+import json
+
+from finextract.finetune import snapshot_name
+from finextract.study import Variant, study_variants
+
+STUDY = config["study"]
+STUDY_SETS = STUDY["sets"] or [name for name in TARGETS if TARGETS[name].images]
+STUDY_ROOT = f"{RESULTS}/study"
+
+
+def study_points():
+    return [f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/{v.id}.csv"
+            for s in STUDY_SETS for ft in STUDY["ft"] for seed in STUDY["seeds"]
+            for spi in sorted(STUDY["steps_per_image"]) for v in study_variants(STUDY, ft, seed)]
+
+
+def study_hyper(ft, seed):
+    hyper = {**config["finetune"][ft], "lr": STUDY["lr"][ft], "seed": int(seed),
+             "steps_per_image": max(STUDY["steps_per_image"])}
+    hyper.pop("enabled", None)
+    return json.dumps(hyper, sort_keys=True)
+
+
+def study_seeds(wildcards):
+    return f"{0:06d}-{STUDY['n_per_image'] * N0[wildcards.set] - 1:06d}"
+
+
+def study_variant(wildcards):
+    return Variant.from_id(wildcards.variant)
+
+
+rule study_finetune:
+    input:
+        images=private_images,
+    output:
+        directory(f"{STUDY_ROOT}/finetune/{{set}}/{{ft,dreambooth|lora}}/seed{{seed}}"),
+    params:
+        hyper=lambda wc: study_hyper(wc.ft, wc.seed),
+        snapshots=" ".join(str(s) for s in sorted(STUDY["steps_per_image"])),
+        caption=caption_args,
+        load=load_args,
+    log:
+        f"{RESULTS}/logs/study/finetune/{{set}}/{{ft}}/seed{{seed}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "$FINEXTRACT finetune {params.load} {params.caption} --method {wildcards.ft} --hyper {params.hyper:q} "
+        "--snapshots {params.snapshots} --threads {threads} --out {output} 2>&1 | tee {log}"
+
+
+rule study_sample:
+    input:
+        finetuned=f"{STUDY_ROOT}/finetune/{{set}}/{{ft}}/seed{{seed}}",
+    output:
+        directory(f"{STUDY_ROOT}/samples/{{set}}/{{ft,dreambooth|lora}}/seed{{seed}}/spi{{spi}}/{{variant}}"),
+    params:
+        variant=study_variant,
+        seeds=study_seeds,
+        snapshot=lambda wc: snapshot_name(int(wc.spi)),
+        steps=config["sampling"]["steps"],
+        scheduler=config["sampling"]["scheduler"],
+        batch_size=config["sampling"]["batch_size"],
+        caption=caption_args,
+        load=load_args,
+    log:
+        f"{RESULTS}/logs/study/samples/{{set}}/{{ft}}/seed{{seed}}/spi{{spi}}/{{variant}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned}/{params.snapshot} --ft-method {wildcards.ft} "
+        "{params.caption} --method {params.variant.method} --w {params.variant.w} --k {params.variant.k} "
+        "--guidance-interval {params.variant.interval[0]} {params.variant.interval[1]} "
+        "--steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
+        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule study_control_sample:
+    output:
+        directory(f"{STUDY_ROOT}/samples/{{set}}/none/control"),
+    params:
+        seeds=study_seeds,
+        steps=config["sampling"]["steps"],
+        scheduler=config["sampling"]["scheduler"],
+        batch_size=config["sampling"]["batch_size"],
+        caption=caption_args,
+        load=load_args,
+    log:
+        f"{RESULTS}/logs/study/samples/{{set}}/none/control.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "$FINEXTRACT sample {params.load} --ft-method none {params.caption} --method direct --w 1 --k 0 "
+        "--guidance-interval 0 1000 --steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
+        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+
+
+def study_point_cell(wildcards):
+    """The cell of a point path: seed<S>/spi<N>/<variant>, or the control (seed -1, 0 steps)."""
+    if wildcards.path == "control":
+        return "--seed -1 --steps-per-image 0"
+    seed, spi, _ = wildcards.path.split("/")
+    return f"--seed {seed[len('seed'):]} --steps-per-image {spi[len('spi'):]}"
+
+
+rule study_point:
+    input:
+        samples=f"{STUDY_ROOT}/samples/{{set}}/{{ft}}/{{path}}",
+        private=f"{RESULTS}/embeddings/private/{{set}}.npy",
+    output:
+        point=f"{STUDY_ROOT}/points/{{set}}/{{ft}}/{{path}}.csv",
+        embeddings=f"{STUDY_ROOT}/embeddings/{{set}}/{{ft}}/{{path}}.npy",
+        order=f"{STUDY_ROOT}/embeddings/{{set}}/{{ft}}/{{path}}.order.csv",
+    wildcard_constraints:
+        path=r"(seed\d+/spi\d+/[A-Za-z0-9_.-]+|control)",
+    params:
+        sscd=sscd_args(),
+        cell=study_point_cell,
+        variant=lambda wc: wc.path.rsplit("/", 1)[-1],
+        time_cap=config["clustering"]["time_cap_s"],
+        min_threshold=min_threshold_arg(),
+        taus=TAUS,
+        folder=set_folder,
+        base=lambda wc: shlex.quote(target(wc).base),
+        l2_delta=config["metrics"]["l2_delta"],
+    log:
+        f"{RESULTS}/logs/study/points/{{set}}/{{ft}}/{{path}}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    shell:
+        "($FINEXTRACT embed --images {input.samples} {params.sscd} --threads {threads} "
+        "--out {output.embeddings} --order {output.order} && "
+        "$FINEXTRACT study-point --generated {output.embeddings} --order {output.order} --private {input.private} "
+        "--set {wildcards.set} --ft {wildcards.ft} {params.cell} --variant {params.variant} "
+        "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --taus {params.taus} "
+        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
+        "--out {output.point}) > {log} 2>&1"
+
+
+rule study:
+    input:
+        points=study_points(),
+        controls=[f"{STUDY_ROOT}/points/{s}/none/control.csv" for s in STUDY_SETS],
+    output:
+        directory(f"{STUDY_ROOT}/summary"),
+    params:
+        study=json.dumps(STUDY, sort_keys=True),
+    log:
+        f"{RESULTS}/logs/study/summary.log",
+    localrule: True
+    shell:
+        "$FINEXTRACT study-summary --points {input.points} --controls {input.controls} "
+        "--study {params.study:q} --out-dir {output} 2>&1 | tee {log}"
