@@ -132,6 +132,19 @@ def _sweep_point(args: argparse.Namespace) -> None:
                     l2_delta=args.l2_delta)
 
 
+def _separation(args: argparse.Namespace) -> None:
+    from .stages import run_separation
+
+    run_separation(Path(args.embeddings), args.n0, args.w, args.time_cap, Path(args.out),
+                   min_threshold=args.min_threshold)
+
+
+def _choose_w(args: argparse.Namespace) -> None:
+    from .stages import run_choose_w
+
+    run_choose_w(args.scores, Path(args.out))
+
+
 def _study_point(args: argparse.Namespace) -> None:
     from .stages import run_study_point
 
@@ -182,6 +195,15 @@ def _similarity(args: argparse.Namespace) -> None:
 
 def _optional_sigma(text: str) -> float | None:
     return None if text.lower() in ("auto", "none", "null") else float(text)
+
+
+def _guidance_w(text: str) -> float:
+    """w' as a number, or ``@choice.json``: the w' that `w: auto` chose (finextract.auto_w)."""
+    if text.startswith("@"):
+        import json
+
+        return float(json.loads(Path(text[1:]).read_text())["w"])
+    return float(text)
 
 
 def _optional_similarity(text: str) -> float | None:
@@ -247,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
     p.add_argument("--caption", default=None)
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
-    p.add_argument("--w", type=float, required=True)
+    p.add_argument("--w", type=_guidance_w, required=True, help="w', or @FILE: the w' a choose-w run wrote")
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--scheduler", required=True, choices=["ddim", "dpmsolver++", "unipc"],
                    help="sampler (sampling.scheduler)")
@@ -332,6 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="floor under phi ('none': the paper's rule as is)")
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_sweep_point)
+
+    p = sub.add_parser("separation", help="the w: auto score of one candidate w' (clustering of its samples)")
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--n0", type=int, required=True)
+    p.add_argument("--w", type=float, required=True, help="the candidate w' these samples were drawn with")
+    p.add_argument("--time-cap", type=float, required=True)
+    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
+                   help="floor under phi ('none': the paper's rule as is)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_separation)
+
+    p = sub.add_parser("choose-w", help="w: auto: the candidate w' with the highest separation score")
+    p.add_argument("--scores", nargs="+", required=True, help="CSVs written by `separation`")
+    p.add_argument("--out", required=True, help="JSON {w, scores}; `sample --w @FILE` reads it")
+    p.set_defaults(func=_choose_w)
 
     p = sub.add_parser("study-point", help="cluster and score one variant of the guidance study")
     for name in ("--generated", "--order", "--private", "--set", "--ft", "--variant", "--out"):

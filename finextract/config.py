@@ -51,17 +51,22 @@ def enabled_ft_methods(config: dict) -> list[str]:
     return [m for m in FT_METHODS if m in ft and ft[m]["enabled"]]
 
 
-def per_ft_value(value: Any, ft: str, key: str) -> float:
-    """A number given once for every fine-tuning method, or per method ({dreambooth: .., lora: ..})."""
+AUTO = "auto"  # w: auto — chosen per target from the generated images (finextract.auto_w)
+
+
+def per_ft_value(value: Any, ft: str, key: str) -> float | str:
+    """A number (or ``auto``) given once for every fine-tuning method, or per method ({dreambooth: .., lora: ..})."""
+    if value == AUTO:
+        return AUTO
     if isinstance(value, (int, float)):
         return float(value)
     if ft in value:
-        return float(value[ft])
+        return value[ft] if value[ft] == AUTO else float(value[ft])
     raise ConfigError(f"{key}: no value for {ft} (give one number, or one per fine-tuning method: "
                       f"{{{', '.join(f'{m}: ...' for m in FT_METHODS)}}})")
 
 
-def guidance_params(methods: dict, method: str, ft: str, key: str = "sampling.methods") -> tuple[float, float]:
+def guidance_params(methods: dict, method: str, ft: str, key: str = "sampling.methods") -> tuple[float | str, float]:
     """(w', k) of a sampling method under a fine-tuning method.
 
     Direct sampling is w' = 1, k = 0 by definition; CFG has no k. The paper's values are the
@@ -71,6 +76,8 @@ def guidance_params(methods: dict, method: str, ft: str, key: str = "sampling.me
     ft_key = ft if ft in FT_METHODS else "dreambooth"  # the control row samples θ with direct (w' = 1)
     w = per_ft_value(spec["w"], ft_key, f"{key}.{method}.w") if "w" in spec else 1.0
     k = per_ft_value(spec["k"], ft_key, f"{key}.{method}.k") if "k" in spec else 0.0
+    if k == AUTO:
+        raise ConfigError(f"{key}.{method}.k: 'auto' is for w' only; give k as a number")
     return w, k
 
 
@@ -403,7 +410,8 @@ class AttackTarget:
         return bool(self.finetuned)
 
 
-SAMPLING_KEYS = ("n_per_image", "steps", "scheduler", "guidance_interval", "seed_offset", "shard_size", "batch_size")
+SAMPLING_KEYS = ("n_per_image", "steps", "scheduler", "guidance_interval", "auto_w_candidates", "seed_offset",
+                 "shard_size", "batch_size")
 
 
 def is_realworld(config: dict) -> bool:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import shard_seeds
 from .data import load_private_set
-from .io import read_rgb, save_csv, save_npy
+from .io import read_rgb, save_csv, save_json, save_npy
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -256,6 +256,33 @@ def run_sweep_summary(points: list[str], taus: list[float], out_csv: Path, out_p
     columns += [c for c in ("paper_rule_AS",) if c in table]
     print(table[columns + ["cluster_seconds"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"N sweep: {out_csv} and {out_png}")
+
+
+# --- w: auto ------------------------------------------------------------------------------
+def run_separation(embeddings: Path, n0: int, w: float, time_cap: float, out: Path,
+                   min_threshold: float | None = None) -> None:
+    from .auto_w import centre_overlap, clique_cohesion, separation
+    from .clustering import extract_clusters
+
+    descriptors = np.load(embeddings)
+    similarity = descriptors @ descriptors.T
+    result = extract_clusters(similarity, n0, time_cap_s=time_cap, min_threshold=min_threshold)
+    row = {"w": w, "separation": separation(similarity, result),
+           "cohesion": float(clique_cohesion(similarity, result).mean()),
+           "centre_overlap": centre_overlap(similarity, result), "threshold": result.threshold,
+           "n_generated": len(descriptors)}
+    save_csv(out, pd.DataFrame([row]))
+    print(f"w' = {w:g}: separation {row['separation']:.3f} (cohesion {row['cohesion']:.3f}, "
+          f"centre overlap {row['centre_overlap']:.3f})", flush=True)
+
+
+def run_choose_w(scores: list[str], out: Path) -> None:
+    from .auto_w import choose_w
+
+    table = pd.concat([pd.read_csv(p) for p in scores], ignore_index=True)
+    chosen = choose_w(dict(zip(table["w"], table["separation"])))
+    save_json(out, {"w": chosen, "scores": table.to_dict(orient="records")})
+    print(f"w: auto chose w' = {chosen:g} among {sorted(table['w'])}", flush=True)
 
 
 # --- the guidance study -------------------------------------------------------------------

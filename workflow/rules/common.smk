@@ -4,12 +4,15 @@
 # and real-world mode (published checkpoints, `targets:`) — become one list of attack targets that
 # the rules read. All helper functions of the rules live here.
 import glob
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from finextract import config as fxconfig
+from finextract.finetune import snapshot_name
+from finextract.study import Variant, study_variants
 
 # The CLI that every shell command runs, with the interpreter that runs Snakemake, is $FINEXTRACT in
 # the jobs' environment. Not a params entry, because params are provenance: a job would rerun
@@ -124,9 +127,71 @@ def sweep_shard_dirs(wildcards):
                   set=wildcards.set, ft=wildcards.ft, method=wildcards.method, shard=shards)
 
 
+# --- w: auto (rules/auto_w.smk) ---
+def is_auto_w(wildcards):
+    return guidance(wildcards)[0] == fxconfig.AUTO
+
+
+def auto_w_choice_file(wildcards):
+    if wildcards.ft == fxconfig.CONTROL_FT or not is_auto_w(wildcards):
+        return []
+    return f"{RESULTS}/auto_w/{wildcards.set}/{wildcards.ft}/{wildcards.method}/choice.json"
+
+
+def sample_w(wildcards, input):
+    """w' for the sampling command: the number, or @choice.json when it is `auto`."""
+    return f"@{input.choice}" if input.choice else guidance(wildcards)[0]
+
+
+def auto_w_scores(wildcards):
+    return [f"{RESULTS}/auto_w/{wildcards.set}/{wildcards.ft}/{wildcards.method}/w{w:g}.csv"
+            for w in target(wildcards).sampling["auto_w_candidates"]]
+
+
+def auto_w_shards(wildcards):
+    return expand(f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/shard_{{shard}}", set=wildcards.set,
+                  ft=wildcards.ft, method=wildcards.method, w=wildcards.w, shard=shards_of(wildcards.set))
+
+
+# --- the guidance study (rules/study.smk) ---
+STUDY = config["study"]
+STUDY_SETS = STUDY["sets"] or [name for name in TARGETS if TARGETS[name].images]
+STUDY_ROOT = f"{RESULTS}/study"
+
+
+def study_points():
+    return [f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/{v.id}.csv"
+            for s in STUDY_SETS for ft in STUDY["ft"] for seed in STUDY["seeds"]
+            for spi in sorted(STUDY["steps_per_image"]) for v in study_variants(STUDY, ft, seed)]
+
+
+def study_hyper(ft, seed):
+    hyper = {**config["finetune"][ft], "lr": STUDY["lr"][ft], "seed": int(seed),
+             "steps_per_image": max(STUDY["steps_per_image"])}
+    hyper.pop("enabled", None)
+    return json.dumps(hyper, sort_keys=True)
+
+
+def study_seeds(wildcards):
+    return f"{0:06d}-{STUDY['n_per_image'] * N0[wildcards.set] - 1:06d}"
+
+
+def study_variant(wildcards):
+    return Variant.from_id(wildcards.variant)
+
+
+def study_point_cell(wildcards):
+    """The cell of a point path: seed<S>/spi<N>/<variant>, or the control (seed -1, 0 steps)."""
+    if wildcards.path == "control":
+        return "--seed -1 --steps-per-image 0"
+    seed, spi, _ = wildcards.path.split("/")
+    return f"--seed {seed[len('seed'):]} --steps-per-image {spi[len('spi'):]}"
+
+
 wildcard_constraints:
     set="[A-Za-z0-9][A-Za-z0-9_.-]*",
     ft="dreambooth|lora|none",
     method="direct|cfg|finextract|finextract_uncond",
     shard=fxconfig.SHARD_PATTERN,
     multiple=r"\d+",
+    w=r"\d+(\.\d+)?",

@@ -1,14 +1,17 @@
 # Guided sampling, split into shards of seeds that run as separate (GPU) jobs.
-# w' and k are params of this rule only: changing them reruns sampling and what follows.
+# w' and k are params of this rule only: changing them reruns sampling and what follows. With
+# `w: auto` the w' comes from the choice file of rules/auto_w.smk.
 
 
 rule sample_shard:
     input:
         finetuned=finetune_output,
+        choice=auto_w_choice_file,
     output:
         directory(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
     params:
-        guidance=guidance,
+        w=sample_w,
+        k=lambda wc: guidance(wc)[1],
         steps=lambda wc: target(wc).sampling["steps"],
         scheduler=lambda wc: target(wc).sampling["scheduler"],
         interval=lambda wc: " ".join(str(t) for t in target(wc).sampling["guidance_interval"]),
@@ -25,6 +28,6 @@ rule sample_shard:
         runtime=60,
     shell:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
-        "--method {wildcards.method} --w {params.guidance[0]} --k {params.guidance[1]} "
+        "--method {wildcards.method} --w {params.w} --k {params.k} "
         "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} --batch-size {params.batch_size} "
         "--threads {threads} --out {output} 2>&1 | tee {log}"

@@ -2,35 +2,6 @@
 # snapshots of one constant-lr run per (set, method, seed); every variant (method, w', k, interval)
 # of every rung is one sampling job and one scoring job, so changing one w' reruns only its own jobs.
 # Its files live under results/study/; the default run's files are never touched.
-import json
-
-from finextract.finetune import snapshot_name
-from finextract.study import Variant, study_variants
-
-STUDY = config["study"]
-STUDY_SETS = STUDY["sets"] or [name for name in TARGETS if TARGETS[name].images]
-STUDY_ROOT = f"{RESULTS}/study"
-
-
-def study_points():
-    return [f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/{v.id}.csv"
-            for s in STUDY_SETS for ft in STUDY["ft"] for seed in STUDY["seeds"]
-            for spi in sorted(STUDY["steps_per_image"]) for v in study_variants(STUDY, ft, seed)]
-
-
-def study_hyper(ft, seed):
-    hyper = {**config["finetune"][ft], "lr": STUDY["lr"][ft], "seed": int(seed),
-             "steps_per_image": max(STUDY["steps_per_image"])}
-    hyper.pop("enabled", None)
-    return json.dumps(hyper, sort_keys=True)
-
-
-def study_seeds(wildcards):
-    return f"{0:06d}-{STUDY['n_per_image'] * N0[wildcards.set] - 1:06d}"
-
-
-def study_variant(wildcards):
-    return Variant.from_id(wildcards.variant)
 
 
 rule study_finetune:
@@ -105,14 +76,6 @@ rule study_control_sample:
         "$FINEXTRACT sample {params.load} --ft-method none {params.caption} --method direct --w 1 --k 0 "
         "--guidance-interval 0 1000 --steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
         "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
-
-
-def study_point_cell(wildcards):
-    """The cell of a point path: seed<S>/spi<N>/<variant>, or the control (seed -1, 0 steps)."""
-    if wildcards.path == "control":
-        return "--seed -1 --steps-per-image 0"
-    seed, spi, _ = wildcards.path.split("/")
-    return f"--seed {seed[len('seed'):]} --steps-per-image {spi[len('spi'):]}"
 
 
 rule study_point:
