@@ -375,9 +375,9 @@ def mutations(value):
 
 
 # (key, repr(value)) mutations that are valid, so validation must pass for them (time_cap_s is written as
-# an integer in the default config but is a number of seconds).
+# an integer in the default config but is a number of seconds; a study may have no detail seeds).
 VALID = {("clustering.min_threshold", "None"), ("sscd.calibration", "None"), ("clustering.time_cap_s", "2.5"),
-         ("sscd.prefilter_sigma", "None")}
+         ("sscd.prefilter_sigma", "None"), ("study.detail_seeds", "[]"), ("study.detail_seeds", "[1]")}
 
 
 def test_fuzz_every_key_of_the_default_config():
