@@ -128,7 +128,12 @@ def schema_message(error) -> str:
     if error.validator == "oneOf" and error.context:
         deepest = max(error.context, key=lambda e: len(e.absolute_path))
         if len(deepest.absolute_path) > len(path):  # e.g. w: {lora: -1}: name w.lora, not w
-            return f"{_key(deepest.absolute_path)}: {deepest.message}"
+            return schema_message(deepest) if deepest.validator == "oneOf" else \
+                f"{_key(deepest.absolute_path)}: {deepest.message}"
+        words = [e for e in error.context if e.validator != "const"]  # a number, or the word auto
+        if len(words) == 1 and len(words) < len(error.context):
+            consts = ", ".join(repr(e.schema["const"]) for e in error.context if e.validator == "const")
+            return f"{_key(path)}: {words[0].message} (or give {consts})"
         options = "; or ".join(sorted({e.message for e in error.context}))
         return f"{_key(path)}: {error.instance!r} is not valid ({options})"
     return f"{_key(path)}: {message}"

@@ -159,7 +159,10 @@ def default_strength(table: pd.DataFrame, control: pd.DataFrame, max_direct_esr:
         rows.append({"ft": ft, "steps_per_image": int(spi), f"direct_A-ESR@{tau:g}": float(group[f"A-ESR@{tau:g}"].mean()),
                      "direct_AS": float(group["AS"].mean()), "min_gain_over_control": float(gain.min())})
     out = pd.DataFrame(rows)
-    out["qualifies"] = (out[f"direct_A-ESR@{tau:g}"] <= max_direct_esr) & (out["min_gain_over_control"] >= min_gain_over_control)
+    # A-ESR is a mean of fractions k/N0: compare with a tolerance, or a mean that is exactly 0.3 reads 0.30000000000000004
+    tol = 1e-9
+    out["qualifies"] = ((out[f"direct_A-ESR@{tau:g}"] <= max_direct_esr + tol)
+                        & (out["min_gain_over_control"] >= min_gain_over_control - tol))
     out["chosen"] = False
     for ft, group in out.groupby("ft"):
         ok = group[group["qualifies"]]

@@ -134,14 +134,20 @@ def detail_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     keys = ["set", "ft", "steps_per_image"]
     fx = table[(table["method"] == "finextract")]
     paper_w = fx[np.isclose(fx["w"], fx["ft"].map(PAPER_W))]
-    detail_seeds = sorted(table.loc[(table["method"] == "finextract_uncond"), "seed"].unique())
+    # the detail variants (k, interval) exist only for the detail seeds: compare those seeds only
+    detail_seeds = sorted(set(paper_w.loc[~np.isclose(paper_w["k"], paper_w["ft"].map(PAPER_K))
+                                          | (paper_w["interval"] != "0-1000"), "seed"]))
     paper_w = paper_w[paper_w["seed"].isin(detail_seeds)]
+    if paper_w.empty:
+        return {}
     k = paper_w[paper_w["interval"] == "0-1000"].pivot_table(index=keys, columns="k", values="AS").reset_index()
     k.columns = [c if isinstance(c, str) else f"AS k={c:g}" for c in k.columns]
     interval = paper_w[np.isclose(paper_w["k"], paper_w["ft"].map(PAPER_K))].pivot_table(
         index=keys, columns="interval", values="AS").reset_index()
     interval.columns = [c if c in keys else f"AS t∈[{c}]" for c in interval.columns]
     uncond = table[table["method"] == "finextract_uncond"].copy()
+    if uncond.empty:
+        return {"k": k, "interval": interval}
     uncond["setting"] = np.where(np.isclose(uncond["w"], 1.0), "AS θ' unconditional (w'=1)", "AS no-caption FineXtract (paper w')")
     uncond = uncond.pivot_table(index=keys, columns="setting", values="AS").reset_index()
     return {"k": k, "interval": interval, "uncond": uncond}

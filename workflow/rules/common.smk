@@ -154,8 +154,8 @@ def auto_w_shards(wildcards):
 
 
 # --- the guidance study (rules/study.smk) ---
-STUDY = config["study"]
-STUDY_SETS = STUDY["sets"] or [name for name in TARGETS if TARGETS[name].images]
+STUDY = config.get("study")  # absent in real-world mode, which has no study
+STUDY_SETS = (STUDY["sets"] or [name for name in TARGETS if TARGETS[name].images]) if STUDY else []
 STUDY_ROOT = f"{RESULTS}/study"
 
 
