@@ -157,6 +157,10 @@ def write_study_summary(points: list[str], controls: list[str], study: dict, out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = tidy(points)
+    missing = {"direct", "cfg", "finextract"} - set(table["method"])
+    if missing:
+        raise ValueError(f"study.variants: the summary compares direct, CFG and FineXtract; no {sorted(missing)} "
+                         "variant was sampled")
     control = pd.concat([pd.read_csv(p) for p in controls], ignore_index=True)
     save_csv(out_dir / "study.csv", table)
     save_csv(out_dir / "control.csv", control)

@@ -172,6 +172,7 @@ def test_default_rule_picks_the_strongest_rung_that_neither_memorises_nor_learns
 # --- the study and w: auto through Snakemake, on the smoke config ---------------------------
 SMOKE_VARIANTS = [
     {"method": "direct"},
+    {"method": "cfg", "w": 3.0},
     {"method": "finextract", "w": [2.0, 3.0], "k": -0.02},
     {"method": "finextract", "w": 3.0, "k": -0.02, "interval": [300, 1000], "detail": True},
     {"method": "finextract_uncond", "w": [1.0, 3.0], "detail": True},
@@ -184,13 +185,13 @@ def test_study_on_the_smoke_config_then_one_changed_w_reruns_only_its_jobs(tmp_p
 
     config = smoke_config(tmp_path, **{"study.variants": SMOKE_VARIANTS})
     plan = planned_jobs(config, "study")
-    # 1 set x DreamBooth x 2 seeds, 2 rungs each; seed 0: 6 variants, seed 1: 3 -> 18 samples (+ the control)
-    assert plan["study_finetune"] == 2 and plan["study_sample"] == 18 and plan["study_point"] == 19
+    # 1 set x DreamBooth x 2 seeds, 2 rungs each; seed 0: 7 variants, seed 1: 4 -> 22 samples (+ the control)
+    assert plan["study_finetune"] == 2 and plan["study_sample"] == 22 and plan["study_point"] == 23
     assert "finetune" not in plan and "sample_shard" not in plan  # the default run's files are not touched
     snakemake("study", "--configfile", str(config))
     summary = tmp_path / "results" / "study" / "summary"
     table = pd.read_csv(summary / "study.csv")
-    assert len(table) == 18 and set(table["steps_per_image"]) == {1, 2} and set(table["seed"]) == {0, 1}
+    assert len(table) == 22 and set(table["steps_per_image"]) == {1, 2} and set(table["seed"]) == {0, 1}
     assert table["AS"].between(-1, 1).all() and table["separation"].notna().all()
     for name in ("regime.csv", "auto_w.csv", "default_rule.csv", "control.csv", "study.md"):
         assert (summary / name).stat().st_size > 0
@@ -202,7 +203,7 @@ def test_study_on_the_smoke_config_then_one_changed_w_reruns_only_its_jobs(tmp_p
 
     # One w' changed (3 -> 4): its samples and scores for 2 seeds x 2 rungs, and the summary; nothing else.
     variants = [dict(v) for v in SMOKE_VARIANTS]
-    variants[1]["w"] = [2.0, 4.0]
+    variants[2]["w"] = [2.0, 4.0]
     plan = planned_jobs(smoke_config(tmp_path, **{"study.variants": variants}), "study")
     assert plan == {"study_sample": 4, "study_point": 4, "study": 1}
 

@@ -138,9 +138,11 @@ def auto_w_choice_file(wildcards):
     return f"{RESULTS}/auto_w/{wildcards.set}/{wildcards.ft}/{wildcards.method}/choice.json"
 
 
-def sample_w(wildcards, input):
-    """w' for the sampling command: the number, or @choice.json when it is `auto`."""
-    return f"@{input.choice}" if input.choice else guidance(wildcards)[0]
+def sample_w(wildcards):
+    """w' for the sampling command: the number, or @choice.json when it is `auto`. A function of the
+    wildcards only (not of input), so that a changed w' is a params change Snakemake reruns for."""
+    choice = auto_w_choice_file(wildcards)
+    return f"@{choice}" if choice else guidance(wildcards)[0]
 
 
 def auto_w_scores(wildcards):
