@@ -210,6 +210,20 @@ def _optional_similarity(text: str) -> float | None:
     return None if text.lower() in ("none", "null") else float(text)
 
 
+def _add_clustering_options(p: argparse.ArgumentParser) -> None:
+    """The clustering knobs, the same for every command that clusters (clustering.* of the config)."""
+    p.add_argument("--time-cap", type=float, required=True)
+    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
+                   help="floor under phi ('none': the paper's rule as is)")
+
+
+def _add_l2_options(p: argparse.ArgumentParser) -> None:
+    """What the pixel l2 criterion needs besides the images (metrics.l2_delta of the config)."""
+    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
+    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
+    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
+
+
 def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="base model: tiny-world folder, hub id, folder or file")
     p.add_argument("--base-kind", required=True, choices=["auto", "tiny", "sd", "sdxl"])
@@ -305,18 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True)
     p.add_argument("--order", required=True)
     p.add_argument("--n0", type=int, required=True)
-    p.add_argument("--time-cap", type=float, required=True)
-    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
-                   help="floor under phi ('none': the paper's rule as is)")
+    _add_clustering_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cluster)
 
     p = sub.add_parser("score", help="AS and A-ESR of an extracted set against the private set")
     for name in ("--private", "--private-order", "--generated", "--clusters", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
-    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
-    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
-    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
+    _add_l2_options(p)
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_score)
 
@@ -345,13 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--generated", "--order", "--private", "--set", "--ft", "--method", "--out"):
         p.add_argument(name, required=True)
     p.add_argument("--n-images", type=int, required=True, help="N: the first N seeds of the run")
-    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
-    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
-    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
+    _add_l2_options(p)
     p.add_argument("--seed-offset", type=int, required=True)
-    p.add_argument("--time-cap", type=float, required=True)
-    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
-                   help="floor under phi ('none': the paper's rule as is)")
+    _add_clustering_options(p)
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_sweep_point)
 
@@ -359,9 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True)
     p.add_argument("--n0", type=int, required=True)
     p.add_argument("--w", type=float, required=True, help="the candidate w' these samples were drawn with")
-    p.add_argument("--time-cap", type=float, required=True)
-    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
-                   help="floor under phi ('none': the paper's rule as is)")
+    _add_clustering_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_separation)
 
@@ -375,12 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(name, required=True)
     p.add_argument("--seed", type=int, required=True, help="fine-tuning seed (-1: the never-fine-tuned control)")
     p.add_argument("--steps-per-image", type=int, required=True, help="fine-tuning strength (0: the control)")
-    p.add_argument("--private-set", default=None, help="private set folder, for the pixel l2 criterion")
-    p.add_argument("--base", default=None, help="base model, for the private images' resolution")
-    p.add_argument("--l2-delta", type=float, default=None, help="l2 success threshold (with --private-set)")
-    p.add_argument("--time-cap", type=float, required=True)
-    p.add_argument("--min-threshold", type=_optional_similarity, required=True,
-                   help="floor under phi ('none': the paper's rule as is)")
+    _add_l2_options(p)
+    _add_clustering_options(p)
     p.add_argument("--taus", type=float, nargs="+", required=True)
     p.set_defaults(func=_study_point)
 

@@ -41,7 +41,17 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
                 taus: tuple[float, ...] = (0.6, 0.7), seed_offset: int = 0,
                 time_cap_s: float = 30.0, min_threshold: float | None = None,
                 private_images: np.ndarray | None = None, l2_delta: float | None = None) -> dict:
-    """Cluster the first ``n_images`` generations into N0 = len(private) and score them.
+    return clustered_point(generated, files, private, n_images, taus, seed_offset, time_cap_s, min_threshold,
+                           private_images, l2_delta)[0]
+
+
+def clustered_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_images: int,
+                    taus: tuple[float, ...] = (0.6, 0.7), seed_offset: int = 0,
+                    time_cap_s: float = 30.0, min_threshold: float | None = None,
+                    private_images: np.ndarray | None = None, l2_delta: float | None = None):
+    """:func:`sweep_point`, plus the clustering and the similarity matrix it was made from.
+
+    Cluster the first ``n_images`` generations into N0 = len(private) and score them.
 
     The main columns use the workflow's rule (``min_threshold`` as configured); with a floor set,
     ``paper_rule_*`` columns score the paper's rule without it on the same images. With
@@ -67,7 +77,7 @@ def sweep_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
         point.update({f"paper_rule_{key}": value for key, value in paper_scores.items() if key != "n_extracted"})
         point.update({"paper_rule_threshold": paper.threshold,
                       "paper_rule_largest_clique": int(max(len(m) for m in paper.members))})
-    return point
+    return point, result, similarity
 
 
 def plot_n_sweep(table: pd.DataFrame, out: Path, taus: tuple[float, ...] = (0.6, 0.7)) -> None:

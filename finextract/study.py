@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import auto_w
-from .clustering import extract_clusters
-from .nsweep import sweep_point
+from .nsweep import clustered_point
 
 FULL_INTERVAL = (0.0, 1000.0)
 _NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
@@ -83,10 +82,9 @@ def study_point(generated: np.ndarray, files: list[str], private: np.ndarray, n_
                 taus: tuple[float, ...], time_cap_s: float, min_threshold: float | None,
                 private_images: np.ndarray | None, l2_delta: float | None) -> dict:
     """The workflow's scores of one variant's samples, and the attacker-side separation score."""
-    point = sweep_point(generated, files, private, n_images, taus, time_cap_s=time_cap_s,
-                        min_threshold=min_threshold, private_images=private_images, l2_delta=l2_delta)
-    similarity = generated @ generated.T
-    result = extract_clusters(similarity, len(private), time_cap_s=time_cap_s, min_threshold=min_threshold)
+    point, result, similarity = clustered_point(generated, files, private, n_images, taus, time_cap_s=time_cap_s,
+                                                min_threshold=min_threshold, private_images=private_images,
+                                                l2_delta=l2_delta)
     point["separation"] = auto_w.separation(similarity, result)
     point["cohesion"] = float(auto_w.clique_cohesion(similarity, result).mean())
     point["centre_overlap"] = auto_w.centre_overlap(similarity, result)
