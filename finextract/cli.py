@@ -85,7 +85,25 @@ def _embed(args: argparse.Namespace) -> None:
     calibration = None if args.calibration in ("none", "null") else args.calibration
     run_embed(Path(args.out), Path(args.order), args.model, calibration, args.resolution,
               args.batch_size, threads=args.threads, image_dirs=args.images,
-              private_set=args.private_set, base=args.base, prefilter_sigma=args.prefilter_sigma)
+              private_set=args.private_set, base=args.base, prefilter_sigma=args.prefilter_sigma,
+              candidates=args.candidates)
+
+
+def _audit(args: argparse.Namespace) -> None:
+    from .stages import run_audit
+
+    if not len(args.methods) == len(args.generated) == len(args.controls):
+        raise SystemExit("--methods, --generated and --controls must list one entry per method")
+    run_audit(args.name, args.ft, args.candidates, Path(args.candidate_embeddings), Path(args.candidate_order),
+              [Path(g) for g in args.generated], [Path(c) for c in args.controls], args.methods,
+              args.n_per_draw, args.seed_offset, args.base, Path(args.out))
+
+
+def _audit_summary(args: argparse.Namespace) -> None:
+    from .audit_report import write_audit_summary
+
+    table = write_audit_summary(args.measurements, Path(args.out_csv), Path(args.out_md))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def _cluster(args: argparse.Namespace) -> None:
@@ -303,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--images", nargs="+", help="folders of seed_*.png images")
     group.add_argument("--private-set", help="private set folder (images/ + caption.txt)")
+    group.add_argument("--candidates", help="audit candidate folder (images of one size)")
     p.add_argument("--base", default=None, help="base model, for the private images' resolution")
     p.add_argument("--model", required=True, help="int8, distilled or a model file")
     p.add_argument("--calibration", required=True, help="calibration .npz, or none")
@@ -314,6 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--order", required=True)
     p.set_defaults(func=_embed)
+
+    p = sub.add_parser("audit", help="membership audit of candidate images against one suspect")
+    p.add_argument("--name", required=True)
+    p.add_argument("--ft", required=True)
+    p.add_argument("--candidates", required=True, help="the candidate folder (for labels.csv)")
+    p.add_argument("--candidate-embeddings", required=True)
+    p.add_argument("--candidate-order", required=True)
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--generated", nargs="+", required=True, help="the suspect's descriptors, one .npy per method")
+    p.add_argument("--controls", nargs="+", required=True, help="the control draws' descriptors, one .npy per method")
+    p.add_argument("--n-per-draw", type=int, required=True)
+    p.add_argument("--seed-offset", type=int, required=True)
+    p.add_argument("--base", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_audit)
+
+    p = sub.add_parser("audit-summary", help="one table of every audit's counts and measured figures")
+    p.add_argument("--measurements", nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=_audit_summary)
 
     p = sub.add_parser("cluster", help="extract N0 images by clique clustering")
     p.add_argument("--embeddings", required=True)

@@ -139,8 +139,9 @@ def schema_message(error) -> str:
     return f"{_key(path)}: {message}"
 
 
-def validate_schema(config: dict, schema_file: str | Path) -> None:
-    """snakemake's ``validate`` (it fills in the schema's defaults), errors as ConfigError."""
+def validate_schema(config: dict, schema_file: str | Path, prefix: str = "") -> None:
+    """snakemake's ``validate`` (it fills in the schema's defaults), errors as ConfigError; ``prefix``
+    names the section when ``config`` is one section of the whole config."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -149,7 +150,10 @@ def validate_schema(config: dict, schema_file: str | Path) -> None:
         validate(config, str(Path(schema_file).resolve()))
     except WorkflowError as error:
         cause = error.__context__  # snakemake raises its WorkflowError while handling jsonschema's error
-        raise ConfigError(schema_message(cause) if hasattr(cause, "absolute_path") else str(error)) from None
+        message = schema_message(cause) if hasattr(cause, "absolute_path") else str(error)
+        if prefix:
+            message = f"{prefix}.{message}" if not message.startswith("(top level)") else prefix + message[11:]
+        raise ConfigError(message) from None
 
 
 def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = True) -> dict[str, AttackTarget]:
@@ -165,6 +169,10 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
     else:
         validate_schema(config, schema_dir / "config.schema.yaml")
         targets = attack_targets(config, check_config(config))
+    if config.get("audit"):
+        # validated again on its own: defaults under a $ref are not filled in by the whole-config pass
+        validate_schema(config["audit"], schema_dir / "audit.schema.yaml", prefix="audit")
+        check_audit(config["audit"], targets)
     check_results(config["results"])
     if local_exec:
         for target in targets.values():
@@ -281,6 +289,72 @@ def check_finetuned(spec: str, key: str) -> None:
     elif path.is_file() and not path.name.lower().endswith(WEIGHT_SUFFIXES):
         raise ConfigError(f"{key}: {location} is not a weight file (expected "
                           f"{', '.join(WEIGHT_SUFFIXES)}): expected {lora_what if ft == 'lora' else db_what}")
+
+
+def _local_unet_weights(spec: str) -> Path | None:
+    """The UNet weight file of a local model folder (tiny world, diffusers pipeline or bare UNet)."""
+    path = Path(spec).expanduser()
+    for candidate in (path / "unet" / "diffusion_pytorch_model.safetensors", path / "diffusion_pytorch_model.safetensors"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def _lora_file(location: str) -> Path | None:
+    path = Path(location).expanduser()
+    if path.is_file() and path.suffix == ".safetensors":
+        return path
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
+def check_fits_base(base: str, spec: str, key: str) -> None:
+    """Before any job: a local θ' whose weights cannot belong to the local θ (another architecture or
+    size) is an error naming a tensor and both shapes. Checked from the safetensors headers only;
+    formats this cannot map (single-file SD checkpoints, kohya LoRA names) are left to the loaders."""
+    base_weights = _local_unet_weights(base)
+    if base_weights is None:
+        return
+    ft, location = finetuned_kind(spec)
+    base_shapes = _shapes(base_weights)
+    if ft == "dreambooth":
+        weights = _local_unet_weights(location)
+        if weights is None:
+            return
+        shapes = _shapes(weights)
+        common = set(shapes) & set(base_shapes)
+        if not common:
+            raise ConfigError(f"{key}: {location} shares no UNet tensor with the base {base} "
+                              f"(e.g. {next(iter(shapes), '(none)')!r}): a checkpoint of another model")
+        for name in sorted(common):
+            if shapes[name] != base_shapes[name]:
+                raise ConfigError(f"{key}: {location} does not fit the base {base}: {name} is "
+                                  f"{list(shapes[name])} there and {list(base_shapes[name])} in the base")
+        return
+    lora = _lora_file(location)
+    if lora is None:
+        return
+    for name, shape in _shapes(lora).items():
+        for marker in (".lora_A.weight", ".lora_down.weight"):
+            if name.endswith(marker):
+                module = name[:-len(marker)]
+                for prefix in ("base_model.model.", "unet."):
+                    module = module[len(prefix):] if module.startswith(prefix) else module
+                target = base_shapes.get(f"{module}.weight")
+                if target is None:
+                    if module.startswith(("down_blocks", "up_blocks", "mid_block")):
+                        raise ConfigError(f"{key}: {location} adapts {module}, which the base {base} does not have: "
+                                          "a LoRA made for another model")
+                elif shape[1] != target[1]:
+                    raise ConfigError(f"{key}: {location} does not fit the base {base}: {module} takes "
+                                      f"{shape[1]} input channels in the LoRA and {target[1]} in the base")
 
 
 def check_onnx_file(path: Path) -> None:
@@ -473,6 +547,8 @@ def check_realworld(config: dict) -> dict[str, AttackTarget]:
             target_guidance(target, method, target.ft_methods[0])
         check_base_model(target.base, f"targets[{index}].pretrained ({target.name})")
         check_finetuned(config["targets"][index]["finetuned"], f"targets[{index}].finetuned ({target.name})")
+        check_fits_base(target.base, config["targets"][index]["finetuned"],
+                        f"targets[{index}].finetuned ({target.name})")
         if target.images and not Path(target.images).exists():
             note(f"targets.{target.name}.images: {target.images} does not exist; "
                  "this target is sampled and clustered but not scored")
@@ -484,3 +560,45 @@ def check_realworld(config: dict) -> dict[str, AttackTarget]:
                 raise ConfigError(f"targets.{target.name}.images: {error}") from None
     check_sscd(config["sscd"])
     return targets
+
+
+@dataclass(frozen=True)
+class AuditCase:
+    """One audited suspect: an attack target's fine-tuned model under one fine-tuning method."""
+
+    name: str
+    target: str
+    ft: str
+    candidates: str
+
+
+def audit_cases(audit: dict, targets: dict[str, AttackTarget]) -> list[AuditCase]:
+    return [AuditCase(name, spec["target"], ft, spec["candidates"])
+            for name, spec in audit["suspects"].items() for ft in targets[spec["target"]].ft_methods]
+
+
+def check_audit(audit: dict, targets: dict[str, AttackTarget]) -> None:
+    """Before any sampling: each suspect names a target that is fine-tuned, its methods are sampled
+    for that target, and its candidates are readable images of one size (with valid labels)."""
+    from .audit import AuditInputError, candidate_files, check_candidate_sizes, read_labels
+
+    for name, spec in audit["suspects"].items():
+        key = f"audit.suspects.{name}"
+        target = targets.get(spec["target"])
+        if target is None:
+            raise ConfigError(f"{key}.target: {spec['target']!r} is not an attack target "
+                              f"(targets here: {', '.join(targets) or 'none'})")
+        if not target.ft_methods:
+            raise ConfigError(f"{key}.target: {spec['target']} has no fine-tuned model (enable finetune.dreambooth "
+                              "or finetune.lora)")
+        missing = [m for m in audit["methods"] if m not in target.methods]
+        if missing:
+            where = f"targets.{target.name}.methods" if target.realworld else "sampling.methods"
+            raise ConfigError(f"audit.methods: {', '.join(missing)} not in {where} of {target.name} "
+                              f"(the audit searches the workflow's own samples; sampled: {', '.join(target.methods)})")
+        try:
+            files = candidate_files(spec["candidates"])
+            check_candidate_sizes(files)
+            read_labels(spec["candidates"], files)
+        except AuditInputError as error:
+            raise ConfigError(f"{key}.candidates: {error}") from None

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import shard_seeds
 from .data import load_private_set
-from .io import read_rgb, save_csv, save_json, save_npy
+from .io import read_rgb, save_csv, save_json, save_npy, save_text
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -126,10 +126,15 @@ def generated_images(image_dirs: list[str]) -> tuple[np.ndarray, list[str]]:
 def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, resolution: int,
               batch_size: int, threads: int = 1, image_dirs: list[str] | None = None,
               private_set: str | None = None, base: str | None = None,
-              prefilter_sigma: float | None = None) -> None:
+              prefilter_sigma: float | None = None, candidates: str | None = None) -> None:
     from .similarity import embed_images
 
-    if private_set:
+    if candidates:
+        from .audit import load_candidates
+
+        files, images = load_candidates(candidates, base_resolution(base) if base else 32)
+        names = [str(p) for p in files]
+    elif private_set:
         size = base_resolution(base) if base else 32
         private = load_private_set(Path(private_set).name, private_set, size)
         images, names = private.images, [str(p) for p in private.files]
@@ -307,3 +312,39 @@ def run_study_summary(points: list[str], controls: list[str], study: dict, out_d
     from .study_report import write_study_summary
 
     write_study_summary(points, controls, study, out_dir)
+
+
+# --- audit --------------------------------------------------------------------------------
+def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
+              generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,
+              seed_offset: int, base: str, out_dir: Path) -> None:
+    """The audit of one suspect: ``audit.csv`` (ranked), ``evidence.png``, ``audit.md`` and
+    ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv)."""
+    from .audit import MethodEvidence, audit_table, draw_of, measure, read_labels
+    from .audit_report import audit_markdown, evidence_sheet
+    from .data import load_image
+
+    files = [Path(f) for f in pd.read_csv(candidates_order)["file"]]
+    resolution = base_resolution(base)
+    pixels = np.stack([load_image(f, resolution) for f in files])
+    evidence = []
+    for method, gen, ctl in zip(methods, generated, controls):
+        ctl_files = pd.read_csv(Path(ctl).with_suffix(".order.csv"))["file"].tolist()
+        evidence.append(MethodEvidence(method, np.load(gen), pd.read_csv(Path(gen).with_suffix(".order.csv"))["file"].tolist(),
+                                       np.load(ctl), draw_of(ctl_files, n_per_draw, seed_offset)))
+    members = read_labels(candidates_folder, files)
+    table = audit_table(files, np.load(candidates), pixels, evidence, read_rgb, members)
+    out_dir = Path(out_dir)
+    save_csv(out_dir / "audit.csv", table)
+    evidence_sheet(table, f"{name} / {ft}", out_dir / "evidence.png")
+    n_draws = len(np.unique(evidence[0].control_draws))
+    row = {"audit": name, "ft": ft, "candidates": len(table), "called_p<=0.05": int((table["p"] <= 0.05).sum()),
+           "n_generated": len(evidence[0].generated), "control_draws": n_draws}
+    measurement = measure(table) if members is not None else None
+    row.update(measurement or {})
+    save_csv(out_dir / "measurement.csv", pd.DataFrame([row]))
+    save_text(out_dir / "audit.md", audit_markdown(name, ft, table, methods, len(evidence[0].generated),
+                                                     n_draws, measurement))
+    print(f"audit {name}/{ft}: {row['called_p<=0.05']} of {len(table)} candidates at p <= 0.05"
+          + (f"; AUC {measurement['AUC']:.3f}, TPR@1%FPR {measurement['TPR@1%FPR']:.3f}" if measurement else ""),
+          flush=True)

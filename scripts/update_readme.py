@@ -6,8 +6,9 @@
 Replaces the text between ``<!-- table1:begin -->`` and ``<!-- table1:end -->`` with
 ``<results>/summary/table1.md`` and the command that made it, and copies the grid to
 ``docs/img/default-extracted-grid.png``; after `snakemake study`, also the guidance study's regime map
-(between ``<!-- regime:begin -->`` and ``<!-- regime:end -->``) and its figure. ``--check`` only reports
-whether the README matches.
+(between ``<!-- regime:begin -->`` and ``<!-- regime:end -->``) and its figure; after `snakemake audit`,
+the audit's measured figures (between ``<!-- audit:begin -->`` and ``<!-- audit:end -->``, in the README and
+in docs/audit.md) and its evidence sheets. ``--check`` only reports whether the files match.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- table1:begin -->", "<!-- table1:end -->"
 REGIME_BEGIN, REGIME_END = "<!-- regime:begin -->", "<!-- regime:end -->"
+AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
+AUDIT_COLUMNS = ["audit", "ft", "members", "non_members", "AUC", "TPR@1%FPR", "TPR@p<=0.05", "FPR@p<=0.05",
+                 "AUC_direct", "AUC_finextract", "AUC_margin_direct", "AUC_margin_finextract"]
 REGIME_COLUMNS = ["set", "ft", "steps_per_image", "direct", "cfg w'=3", "finextract paper w'",
                   "finextract oracle w'", "finextract w: auto", "verdict"]
 
@@ -43,6 +47,19 @@ def render_regime(results: Path) -> str | None:
             f"do not edit by hand -->\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n\n{REGIME_END}")
 
 
+def render_audit(results: Path) -> str | None:
+    """The audit's figures on candidates with known membership, when `snakemake audit` has run."""
+    path = results / "audit" / "summary.csv"
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    table = table[[c for c in AUDIT_COLUMNS if c in table]]
+    return (f"{AUDIT_BEGIN}\n<!-- written by scripts/update_readme.py from {results.name}/audit/summary.csv; "
+            f"do not edit by hand -->\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n\n{AUDIT_END}")
+
+
 def replace_block(text: str, begin: str, end: str, block: str) -> str:
     start, stop = text.index(begin), text.index(end) + len(end)
     return text[:start] + block + text[stop:]
@@ -62,11 +79,23 @@ def main(argv=None) -> int:
     regime = render_regime(args.results)
     if regime is not None and REGIME_BEGIN in new and REGIME_END in new:
         new = replace_block(new, REGIME_BEGIN, REGIME_END, regime)
+    audit = render_audit(args.results)
+    docs = {}
+    if audit is not None:
+        if AUDIT_BEGIN in new:
+            new = replace_block(new, AUDIT_BEGIN, AUDIT_END, audit)
+        page = REPO / "docs" / "audit.md"
+        if page.exists() and AUDIT_BEGIN in page.read_text():
+            docs[page] = replace_block(page.read_text(), AUDIT_BEGIN, AUDIT_END, audit)
     if args.check:
-        same = new == text
+        same = new == text and all(path.read_text() == body for path, body in docs.items())
         print("README table matches the run" if same else "README table differs from the run")
         return 0 if same else 1
     args.readme.write_text(new)
+    for path, body in docs.items():
+        path.write_text(body)
+    for sheet in sorted((args.results / "audit").glob("*/*/evidence.png")):
+        shutil.copyfile(sheet, REPO / "docs" / "img" / f"audit-evidence-{sheet.parent.parent.name}-{sheet.parent.name}.png")
     grid = args.results / "summary" / "extracted_grid.png"
     if grid.exists():
         shutil.copyfile(grid, REPO / "docs" / "img" / "default-extracted-grid.png")

@@ -40,6 +40,7 @@ import calibrate_sscd as cal  # noqa: E402
 from finextract import similarity as sim  # noqa: E402
 from finextract.copyset import labelled_pairs, load_copy_set  # noqa: E402
 from finextract.metrics import pixel_l2_pairs  # noqa: E402
+from finextract.roc import roc_auc, tpr_at_fpr  # noqa: E402
 
 TAUS = (0.6, 0.7)
 MAX_FALSE_POSITIVE = 0.01
@@ -67,31 +68,6 @@ class Instrument:
     @property
     def dims_rank(self) -> int:
         return {"raw": 0, "centred": 1}.get(self.post, 1 + (self.whiten_dims or 0))
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann–Whitney AUC: P(score of a copy > score of a non-copy), ties counted half."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([pos, neg])[order]
-    ranks[order] = _average_ranks(values)
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def _average_ranks(sorted_values: np.ndarray) -> np.ndarray:
-    ranks = np.arange(1, len(sorted_values) + 1, dtype=np.float64)
-    _, start, counts = np.unique(sorted_values, return_index=True, return_counts=True)
-    for s, c in zip(start, counts):
-        if c > 1:
-            ranks[s:s + c] = ranks[s:s + c].mean()
-    return ranks
-
-
-def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = 0.01) -> float:
-    """Share of copies above the threshold that lets ``fpr`` of the non-copies through."""
-    threshold = np.quantile(scores[labels == 0], 1 - fpr, method="higher")
-    return float((scores[labels == 1] > threshold).mean())
 
 
 def figures(scores: np.ndarray, pairs: pd.DataFrame) -> dict[str, float]:

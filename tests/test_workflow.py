@@ -65,7 +65,7 @@ def test_default_config_plans_the_full_grid(tmp_path):
 
 
 @pytest.mark.slow
-def check_report_in_browser(report: Path, tmp_path: Path) -> None:
+def check_report_in_browser(report: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> None:
     """Headless Chromium renders the report (its menu is drawn by JavaScript from the embedded results):
     the rendered page names the result categories and Table 1, and the screenshot is not blank."""
     import shutil
@@ -81,7 +81,7 @@ def check_report_in_browser(report: Path, tmp_path: Path) -> None:
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--virtual-time-budget=8000", "--window-size=1400,1000"]
     dom = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    for text in ("Summary", "Extracted images", "Table 1", "private vs extracted", "Leak score", "FineXtract"):
+    for text in ("Summary", "Extracted images", "Table 1", "private vs extracted", "Leak score", "FineXtract", *extra):
         assert text in dom, f"{text!r} not in the rendered report"
     shot = tmp_path / "report.png"
     subprocess.run(flags + [f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
@@ -115,10 +115,22 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert (curve["AS"] <= curve["upper_AS"] + 1e-6).all()
     assert (results / "n_sweep" / "n_sweep.png").stat().st_size > 0
 
-    # The Snakemake report of the run: one self-contained HTML file, opened in a real browser.
+    # The audit reuses the run's samples: it samples only the control draws (2 draws x 10 seeds = 2 shards,
+    # direct and finextract, per fine-tuning method), then ranks the 46 candidates of the Wesnoth folder.
+    plan = planned_jobs(config, "audit")
+    assert "sample_shard" not in plan and plan["audit_control_shard"] == 8 and plan["audit_score"] == 2
+    snakemake("audit", "--configfile", str(config))
+    ranked = pd.read_csv(results / "audit" / "wesnoth" / "dreambooth" / "audit.csv")
+    assert len(ranked) == 46 and ranked["rank"].tolist() == list(range(1, 47))
+    assert ranked["p"].is_monotonic_increasing and ranked["p"].min() >= 1 / (1 + 2 * 46)
+    assert "not proof of non-use" in (results / "audit" / "wesnoth" / "lora" / "audit.md").read_text()
+    summary = pd.read_csv(results / "audit" / "summary.csv")
+    assert set(summary["ft"]) == {"dreambooth", "lora"} and summary["AUC"].between(0, 1).all()
+
+    # The Snakemake report of the run and its audit: one self-contained HTML file, opened in a real browser.
     report = tmp_path / "report.html"
-    snakemake("--configfile", str(config), "--report", str(report))
-    check_report_in_browser(report, tmp_path)
+    snakemake("all", "audit", "--configfile", str(config), "--report", str(report))
+    check_report_in_browser(report, tmp_path, extra=("Audit", "evidence sheet"))
 
     # Changing w' reruns sampling and what follows for that method only, never fine-tuning.
     changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})

@@ -6,6 +6,7 @@
 import glob
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -190,6 +191,11 @@ def study_point_cell(wildcards):
     return f"--seed {seed[len('seed'):]} --steps-per-image {spi[len('spi'):]}"
 
 
+AUDIT = config.get("audit")
+AUDIT_CASES = fxconfig.audit_cases(AUDIT, TARGETS) if AUDIT else []
+AUDIT_ROOT = f"{RESULTS}/audit"
+
+
 wildcard_constraints:
     set="[A-Za-z0-9][A-Za-z0-9_.-]*",
     ft="dreambooth|lora|none",
@@ -197,3 +203,42 @@ wildcard_constraints:
     shard=fxconfig.SHARD_PATTERN,
     multiple=r"\d+",
     w=r"\d+(\.\d+)?",
+    name="|".join(re.escape(n) for n in AUDIT["suspects"]) if AUDIT else "(?!x)x",  # never matches without an audit
+
+
+# --- the audit (rules/audit.smk; AUDIT itself is set above the wildcard constraints) ---
+
+
+def audit_spec(wildcards):
+    return AUDIT["suspects"][wildcards.name]
+
+
+def audit_candidate_files(wildcards):
+    from finextract.audit import candidate_files
+
+    return [str(p) for p in candidate_files(audit_spec(wildcards)["candidates"])]
+
+
+def audit_set(wildcards):
+    return audit_spec(wildcards)["target"]
+
+
+def audit_n(set_name):
+    """N of one draw: the target's own N, so the control matches the suspect's samples."""
+    t = TARGETS[set_name]
+    return t.sampling["n_per_image"] * t.n0
+
+
+def audit_control_shards(wildcards):
+    t = target(wildcards)
+    shards = fxconfig.seed_shards(AUDIT["control_draws"] * audit_n(wildcards.set), t.sampling["shard_size"],
+                                  t.sampling["seed_offset"])
+    return expand(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}", set=wildcards.set,
+                  ft=wildcards.ft, method=wildcards.method, shard=shards)
+
+
+def audit_method_inputs(kind):
+    def inputs(wildcards):
+        folder = "embeddings" if kind == "generated" else "audit/control"
+        return [f"{RESULTS}/{folder}/{audit_set(wildcards)}/{wildcards.ft}/{m}.npy" for m in AUDIT["methods"]]
+    return inputs

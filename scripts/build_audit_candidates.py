@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Rebuild the audit's measurement candidates (resources/audit/) from registry packages.
+
+    .venv/bin/python scripts/build_audit_candidates.py     # seconds; needs npm, apt-get, rsvg-convert
+
+Members are byte copies of the default private sets; non-members are same-style images that were
+never in them (finextract/corpus/audit_candidates.py says which and how they are prepared).
+docs/audit.md reports what `snakemake audit` measures on them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from finextract.corpus.audit_candidates import write_openmoji_candidates, write_wesnoth_candidates  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=REPO / "results/cache")
+    parser.add_argument("--out", type=Path, default=REPO / "resources/audit")
+    args = parser.parse_args(argv)
+    datasets = REPO / "resources/datasets"
+    for name, write in (("openmoji-style", write_openmoji_candidates), ("wesnoth-drake", write_wesnoth_candidates)):
+        labels = write(datasets / name, args.out / name, args.cache)
+        print(f"{args.out / name}: {int(labels['member'].sum())} members, {int((labels['member'] == 0).sum())} "
+              f"non-members ({', '.join(f'{k} {v}' for k, v in labels['kind'].value_counts().items())})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+# The membership audit (docs/audit.md): for each candidate image, its best match among the suspect's
+# samples (the workflow's own, reused) and an empirical p-value under the never-fine-tuned base,
+# sampled with the same caption, method and N in audit.control_draws independent draws.
+
+
+rule audit_control_shard:
+    input:
+        choice=auto_w_choice_file,
+    output:
+        directory(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
+    params:
+        w=sample_w,  # the suspect's own w' and k: the null differs from it only in the weights
+        k=lambda wc: guidance(wc)[1],
+        steps=lambda wc: target(wc).sampling["steps"],
+        scheduler=lambda wc: target(wc).sampling["scheduler"],
+        interval=lambda wc: " ".join(str(t) for t in target(wc).sampling["guidance_interval"]),
+        batch_size=lambda wc: target(wc).sampling["batch_size"],
+        caption=caption_args,
+        load=load_args,
+    log:
+        f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "$FINEXTRACT sample {params.load} --ft-method none {params.caption} "
+        "--method {wildcards.method} --w {params.w} --k {params.k} "
+        "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} "
+        "--seeds {wildcards.shard} --batch-size {params.batch_size} "
+        "--threads {threads} --out {output} 2>&1 | tee {log}"
+
+
+rule audit_embed_control:
+    input:
+        audit_control_shards,
+    output:
+        embeddings=f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}.npy",
+        order=f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}.order.csv",
+    params:
+        sscd=sscd_args(),
+    log:
+        f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}.embed.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
+        "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+
+
+rule audit_embed_candidates:
+    input:
+        images=audit_candidate_files,
+    output:
+        embeddings=f"{AUDIT_ROOT}/{{name}}/candidates.npy",
+        order=f"{AUDIT_ROOT}/{{name}}/candidates.order.csv",
+    params:
+        sscd=sscd_args(),
+        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
+        base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
+    log:
+        f"{RESULTS}/logs/audit/{{name}}/candidates.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "$FINEXTRACT embed --candidates {params.folder} --base {params.base} {params.sscd} "
+        "--threads {threads} --out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+
+
+rule audit_score:
+    input:
+        candidates=f"{AUDIT_ROOT}/{{name}}/candidates.npy",
+        candidate_order=f"{AUDIT_ROOT}/{{name}}/candidates.order.csv",
+        generated=audit_method_inputs("generated"),
+        controls=audit_method_inputs("control"),
+    output:
+        table=report(f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.csv", caption="../report/audit_table.rst",
+                     category="Audit", subcategory="{name}", labels={"suspect": "{name}", "fine-tuning": "{ft}",
+                                                                     "figure": "ranked candidates"}),
+        evidence=report(f"{AUDIT_ROOT}/{{name}}/{{ft}}/evidence.png", caption="../report/audit_evidence.rst",
+                        category="Audit", subcategory="{name}", labels={"suspect": "{name}", "fine-tuning": "{ft}",
+                                                                        "figure": "evidence sheet"}),
+        page=f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.md",
+        measurement=f"{AUDIT_ROOT}/{{name}}/{{ft}}/measurement.csv",
+    params:
+        methods=" ".join(AUDIT["methods"]) if AUDIT else "",
+        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
+        base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
+        n=lambda wc: audit_n(audit_set(wc)),
+        offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
+        out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
+    log:
+        f"{RESULTS}/logs/audit/{{name}}/{{ft}}.log",
+    localrule: True
+    shell:
+        "$FINEXTRACT audit --name {wildcards.name} --ft {wildcards.ft} --candidates {params.folder} "
+        "--candidate-embeddings {input.candidates} --candidate-order {input.candidate_order} "
+        "--methods {params.methods} --generated {input.generated} --controls {input.controls} "
+        "--n-per-draw {params.n} --seed-offset {params.offset} --base {params.base} --out {params.out} "
+        "2>&1 | tee {log}"
+
+
+rule audit:
+    input:
+        [f"{AUDIT_ROOT}/{c.name}/{c.ft}/measurement.csv" for c in AUDIT_CASES],
+    output:
+        csv=report(f"{AUDIT_ROOT}/summary.csv", caption="../report/audit_summary.rst", category="Audit",
+                   labels={"figure": "summary"}),
+        md=f"{AUDIT_ROOT}/summary.md",
+    log:
+        f"{RESULTS}/logs/audit/summary.log",
+    localrule: True
+    shell:
+        "$FINEXTRACT audit-summary --measurements {input} --out-csv {output.csv} --out-md {output.md} "
+        "2>&1 | tee {log}"
