@@ -106,6 +106,19 @@ def _audit_summary(args: argparse.Namespace) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def _defence_quality(args: argparse.Namespace) -> None:
+    from .stages import run_defence_quality
+
+    run_defence_quality(Path(args.samples), Path(args.generated), Path(args.private),
+                        {"augment": args.augment, "set": args.set, "ft": args.ft}, Path(args.out))
+
+
+def _defences_summary(args: argparse.Namespace) -> None:
+    from .stages import run_defences_summary
+
+    run_defences_summary(args.points, args.qualities, Path(args.out_dir))
+
+
 def _cluster(args: argparse.Namespace) -> None:
     from .stages import run_cluster
 
@@ -354,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=_audit_summary)
+
+    p = sub.add_parser("defence-quality", help="quality cost of a defence: figures of the direct samples")
+    p.add_argument("--samples", required=True, help="folder of the direct samples")
+    p.add_argument("--generated", required=True, help="their SSCD descriptors")
+    p.add_argument("--private", required=True, help="the private set's SSCD descriptors")
+    p.add_argument("--augment", required=True)
+    p.add_argument("--set", required=True)
+    p.add_argument("--ft", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_defence_quality)
+
+    p = sub.add_parser("defences-summary", help="the defences table and figure")
+    p.add_argument("--points", nargs="+", required=True)
+    p.add_argument("--qualities", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_defences_summary)
 
     p = sub.add_parser("cluster", help="extract N0 images by clique clustering")
     p.add_argument("--embeddings", required=True)

@@ -169,6 +169,9 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
     else:
         validate_schema(config, schema_dir / "config.schema.yaml")
         targets = attack_targets(config, check_config(config))
+        missing = [m for m in config["defences"]["methods"] if m not in config["sampling"]["methods"]]
+        if missing:
+            raise ConfigError(f"defences.methods: {', '.join(missing)} not in sampling.methods, which give w' and k")
     if config.get("audit"):
         # validated again on its own: defaults under a $ref are not filled in by the whole-config pass
         validate_schema(config["audit"], schema_dir / "audit.schema.yaml", prefix="audit")

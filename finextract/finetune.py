@@ -34,6 +34,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     seed: int = 0
+    augment: str = "none"  # a defence (finextract.augment): none | cutout | randaugment
 
     def total_steps(self, n_images: int) -> int:
         return self.steps_per_image * n_images
@@ -80,11 +81,15 @@ def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: Finetune
     with ``steps_per_image = S`` (and the same seed) writes, so one run gives a ladder of fine-tuning
     strengths (the guidance study).
     """
+    from .augment import augmenter
+
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     device = backbone.device
+    augment = augmenter(cfg.augment)
+    pixels = images_to_tensor(images)
     with torch.no_grad():
-        latents = backbone.to_latents(images_to_tensor(images).to(device))
+        latents = backbone.to_latents(pixels.to(device)) if augment is None else None
         cond = backbone.encode_captions([caption]).to(device)
     unet = trainable_unet(backbone, cfg, in_place)
     unet.train()
@@ -100,7 +105,12 @@ def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: Finetune
     for step in bar:
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         index = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
-        loss = diffusion_loss(backbone, unet, latents[index], cond.repeat(cfg.batch_size), generator)
+        if augment is None:
+            batch = latents[index]
+        else:  # a fresh augmentation of each image at every step, seeded by the step
+            with torch.no_grad():
+                batch = backbone.to_latents(augment(pixels[index], cfg.seed * 1_000_003 + step).to(device))
+        loss = diffusion_loss(backbone, unet, batch, cond.repeat(cfg.batch_size), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -62,7 +62,8 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
     # hyper is finetune.<method> of the schema-validated config: every key is there (the schema's defaults)
     lora = {"lora_rank": int(hyper["rank"]), "lora_targets": list(hyper["targets"])} if method == "lora" else {}
     cfg = FinetuneConfig(method=method, lr=float(hyper["lr"]), steps_per_image=int(hyper["steps_per_image"]),
-                         batch_size=int(hyper["batch_size"]), seed=int(hyper["seed"]), **lora)
+                         batch_size=int(hyper["batch_size"]), seed=int(hyper["seed"]),
+                         augment=hyper.get("augment", "none"), **lora)
     print(f"fine-tuning {method} on {private.n0} images of {set_folder} with caption {private.caption!r}: "
           f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
     out = Path(out)
@@ -348,3 +349,19 @@ def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, cand
     print(f"audit {name}/{ft}: {row['called_p<=0.05']} of {len(table)} candidates at p <= 0.05"
           + (f"; AUC {measurement['AUC']:.3f}, TPR@1%FPR {measurement['TPR@1%FPR']:.3f}" if measurement else ""),
           flush=True)
+
+
+# --- defences -----------------------------------------------------------------------------
+def run_defence_quality(samples: Path, generated: Path, private: Path, labels: dict, out: Path) -> None:
+    from .defences import quality_row
+
+    row = {**labels, **quality_row(samples, np.load(generated), np.load(private))}
+    save_csv(out, pd.DataFrame([row]))
+    print(f"{labels}: fidelity {row['fidelity']:.3f}, checkerboard {row['checkerboard']:.2f}, "
+          f"sharpness {row['sharpness']:.2f}", flush=True)
+
+
+def run_defences_summary(points: list[str], qualities: list[str], out_dir: Path) -> None:
+    from .defences import write_defences_summary
+
+    print(write_defences_summary(points, qualities, out_dir).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -27,21 +27,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from base_model_card import pick_captions  # noqa: E402
 
 from finextract.backbones.tiny import load_tiny as load_base  # noqa: E402
+from finextract.image_quality import checkerboard_energy  # noqa: E402
 from finextract.model_pair import SingleModel  # noqa: E402
 from finextract.sampling import sample_batch  # noqa: E402
 from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images  # noqa: E402
-
-
-def checkerboard_energy(images: np.ndarray) -> np.ndarray:
-    """Per image: summed mean |projection| onto the period-2 patterns, ×1000 (see module docstring)."""
-    x = np.asarray(images, dtype=np.float64) / 255.0
-    h, w = x.shape[1:3]
-    i, j = np.mgrid[:h, :w]
-    total = np.zeros(len(x))
-    for pattern in ((-1.0) ** (i + j), (-1.0) ** i, (-1.0) ** j):
-        coefficient = np.einsum("nhwc,hw->nc", x, pattern) / (h * w)
-        total += np.abs(coefficient).mean(axis=1)
-    return 1000 * total
 
 
 def main() -> None:

@@ -127,6 +127,15 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     summary = pd.read_csv(results / "audit" / "summary.csv")
     assert set(summary["ft"]) == {"dreambooth", "lora"} and summary["AUC"].between(0, 1).all()
 
+    # The defences (Table 3): each augmentation fine-tunes its own models; `none` is the run's own recipe.
+    snakemake("defences", "--configfile", str(config))
+    defences = pd.read_csv(results / "defences" / "summary" / "defences.csv")
+    assert set(defences["augment"]) == {"none", "randaugment"} and set(defences["method"]) == {"direct", "finextract"}
+    assert defences[["AS", "fidelity", "checkerboard", "sharpness"]].notna().all().all()
+    ours = sorted((results / "samples" / "wesnoth-drake" / "dreambooth" / "direct").glob("shard_*/seed_*.png"))
+    again = sorted((results / "defences" / "none" / "samples" / "wesnoth-drake" / "dreambooth" / "direct").glob("seed_*.png"))
+    assert [p.read_bytes() for p in ours] == [p.read_bytes() for p in again]  # same recipe, same seeds: same images
+
     # The Snakemake report of the run and its audit: one self-contained HTML file, opened in a real browser.
     report = tmp_path / "report.html"
     snakemake("all", "audit", "--configfile", str(config), "--report", str(report))

@@ -92,7 +92,7 @@ rule audit_score:
         methods=" ".join(AUDIT["methods"]) if AUDIT else "",
         folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
         base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
-        n=lambda wc: audit_n(audit_set(wc)),
+        n=lambda wc: target_n(audit_set(wc)),
         offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
     log:

@@ -107,8 +107,13 @@ def min_threshold_arg():
     return "none" if value is None else value
 
 
+def without_default_augment(hyper):
+    """`augment: none` is left out of the params, so configs from before the key existed keep their jobs."""
+    return {k: v for k, v in hyper.items() if not (k == "augment" and v == "none")}
+
+
 def finetune_params(ft):
-    return dict(config["finetune"][ft])
+    return without_default_augment(config["finetune"][ft])
 
 
 def sscd_args():
@@ -169,7 +174,7 @@ def study_points():
 
 
 def study_hyper(ft, seed):
-    hyper = {**config["finetune"][ft], "lr": STUDY["lr"][ft], "seed": int(seed),
+    hyper = {**without_default_augment(config["finetune"][ft]), "lr": STUDY["lr"][ft], "seed": int(seed),
              "steps_per_image": max(STUDY["steps_per_image"])}
     hyper.pop("enabled", None)
     return json.dumps(hyper, sort_keys=True)
@@ -191,6 +196,24 @@ def study_point_cell(wildcards):
     return f"--seed {seed[len('seed'):]} --steps-per-image {spi[len('spi'):]}"
 
 
+DEFENCES = config.get("defences")  # absent in real-world mode, which does not fine-tune
+DEFENCE_ROOT = f"{RESULTS}/defences"
+DEFENCE_METHODS = list(dict.fromkeys(["direct", *DEFENCES["methods"]])) if DEFENCES else []
+DEFENCE_SETS = [name for name in TARGETS if TARGETS[name].images] if DEFENCES else []
+
+
+def defence_hyper(wildcards):
+    return json.dumps({**without_default_augment(config["finetune"][wildcards.ft]), "augment": wildcards.augment},
+                      sort_keys=True)
+
+
+def defence_guidance(wildcards):
+    w, k = guidance(wildcards)
+    if w == fxconfig.AUTO:
+        raise WorkflowError(f"defences: sampling.methods.{wildcards.method}.w is auto; the defences need a number")
+    return w, k
+
+
 AUDIT = config.get("audit")
 AUDIT_CASES = fxconfig.audit_cases(AUDIT, TARGETS) if AUDIT else []
 AUDIT_ROOT = f"{RESULTS}/audit"
@@ -203,6 +226,7 @@ wildcard_constraints:
     shard=fxconfig.SHARD_PATTERN,
     multiple=r"\d+",
     w=r"\d+(\.\d+)?",
+    augment="none|cutout|randaugment",
     name="|".join(re.escape(n) for n in AUDIT["suspects"]) if AUDIT else "(?!x)x",  # never matches without an audit
 
 
@@ -223,15 +247,15 @@ def audit_set(wildcards):
     return audit_spec(wildcards)["target"]
 
 
-def audit_n(set_name):
-    """N of one draw: the target's own N, so the control matches the suspect's samples."""
+def target_n(set_name):
+    """The target's N (n_per_image x N0): the audit's control draws and the defences sample as many."""
     t = TARGETS[set_name]
     return t.sampling["n_per_image"] * t.n0
 
 
 def audit_control_shards(wildcards):
     t = target(wildcards)
-    shards = fxconfig.seed_shards(AUDIT["control_draws"] * audit_n(wildcards.set), t.sampling["shard_size"],
+    shards = fxconfig.seed_shards(AUDIT["control_draws"] * target_n(wildcards.set), t.sampling["shard_size"],
                                   t.sampling["seed_offset"])
     return expand(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}", set=wildcards.set,
                   ft=wildcards.ft, method=wildcards.method, shard=shards)
