@@ -257,7 +257,7 @@ def _add_l2_options(p: argparse.ArgumentParser) -> None:
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", required=True, help="base model: tiny-world folder, hub id, folder or file")
-    p.add_argument("--base-kind", required=True, choices=["auto", "tiny", "sd", "sdxl"])
+    p.add_argument("--base-kind", required=True, choices=["auto", "tiny", "sd", "sdxl", "altdiffusion"])
     p.add_argument("--precision", required=True, choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--device", required=True, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle-based .ckpt/.bin files")

@@ -1,4 +1,4 @@
-"""What a checkpoint spec names, read without loading weights: SD 1.x/2.x or SDXL, its resolution.
+"""What a checkpoint spec names, read without loading weights: SD 1.x/2.x, SDXL or AltDiffusion, its resolution.
 
 Also the pickle policy every loader follows: ``.ckpt``/``.bin``/``.pt`` files can run code when
 loaded; they are refused unless ``allow_pickle=True`` (even then diffusers loads them with
@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from diffusers import UNet2DConditionModel
 
-Kind = Literal["sd", "sdxl"]
+Kind = Literal["sd", "sdxl", "altdiffusion"]
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 
@@ -59,7 +59,11 @@ def _single_file_keys(spec: str) -> list[str]:
 
 
 def detect_kind(spec: str | Path, *, allow_pickle: bool = False, local_files_only: bool = False) -> Kind:
-    """SD 1.x/2.x or SDXL, from the checkpoint's own description (model_index.json or key names)."""
+    """SD 1.x/2.x, SDXL or AltDiffusion, from the checkpoint's own description (model_index.json or key names).
+
+    AltDiffusion is told apart only by its model_index.json (``AltDiffusionPipeline``); a single file
+    is read as SD, since its UNet and VAE have SD 1.x keys.
+    """
     spec = str(spec)
     if is_single_file(spec):
         check_pickle(spec, allow_pickle)
@@ -80,11 +84,13 @@ def detect_kind(spec: str | Path, *, allow_pickle: bool = False, local_files_onl
         from diffusers import DiffusionPipeline
 
         class_name = DiffusionPipeline.load_config(spec, local_files_only=local_files_only).get("_class_name", "")
+    if class_name.startswith("AltDiffusion"):
+        return "altdiffusion"
     if "XL" in class_name:
         return "sdxl"
     if class_name.startswith("StableDiffusion") or class_name == "DiffusionPipeline":
         return "sd"
-    raise ValueError(f"{spec}: pipeline class {class_name!r} is neither Stable Diffusion 1.x/2.x nor SDXL")
+    raise ValueError(f"{spec}: pipeline class {class_name!r} is neither Stable Diffusion 1.x/2.x, SDXL nor AltDiffusion")
 
 
 class _LazyCheckpoint(Mapping):

@@ -27,11 +27,13 @@ from .lora import LORA_WEIGHT_NAME, LoraInfo, check_lora_fits, load_lora, save_l
 from .pipelines import PIPELINES, load_pipeline
 from .sd import LatentDiffusionBackbone, SDBackbone
 from .sdxl import SDXLBackbone
+from .altdiffusion import AltDiffusionBackbone
 
 __all__ = ["PICKLE_SUFFIXES", "SINGLE_FILE_SUFFIXES", "LORA_WEIGHT_NAME", "Kind", "LoraInfo", "check_lora_fits",
            "check_pickle", "check_unet_fits", "detect_kind", "is_single_file", "load_backbone",
            "load_dreambooth_unet", "load_lora", "resolution_of", "resolve_device", "resolve_dtype", "save_lora"]
-BACKBONES: dict[str, type[LatentDiffusionBackbone]] = {"sd": SDBackbone, "sdxl": SDXLBackbone}
+BACKBONES: dict[str, type[LatentDiffusionBackbone]] = {"sd": SDBackbone, "sdxl": SDXLBackbone,
+                                                       "altdiffusion": AltDiffusionBackbone}
 
 
 def load_backbone(spec: str | Path, kind: Kind | Literal["auto"] = "auto", dtype: str | torch.dtype = "auto",
@@ -40,7 +42,7 @@ def load_backbone(spec: str | Path, kind: Kind | Literal["auto"] = "auto", dtype
                   local_files_only: bool = False, latent_sampling: Literal["sample", "mean"] = "sample",
                   vae_batch_size: int = 1, precision: str | torch.dtype | None = None,
                   ) -> LatentDiffusionBackbone:
-    """Load θ from a hub id, a local diffusers folder, or a single-file checkpoint.
+    """Load θ from a hub id, a local diffusers folder, or a single-file checkpoint (not for AltDiffusion).
 
     ``dtype`` (alias ``precision``, as the workflow config calls it): "auto" (fp16 on CUDA,
     fp32 on CPU), "fp32", "fp16", "bf16" or a torch dtype. ``config`` (single files only)
@@ -51,13 +53,16 @@ def load_backbone(spec: str | Path, kind: Kind | Literal["auto"] = "auto", dtype
     spec = str(spec)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(precision if precision is not None else dtype, device)
+    if kind == "altdiffusion" and is_single_file(spec):
+        raise ValueError(f"{spec}: AltDiffusion loads from a diffusers folder or hub id (e.g. BAAI/AltDiffusion); "
+                         "single-file checkpoints are not supported for it")
     found = detect_kind(spec, allow_pickle=allow_pickle, local_files_only=local_files_only)
     if kind == "auto":
         kind = found
     elif kind != found:
         raise ValueError(f"{spec} is an {found.upper()} checkpoint but kind={kind!r} was asked for")
     if kind not in PIPELINES:
-        raise ValueError(f"kind must be 'sd', 'sdxl' or 'auto', not {kind!r}")
+        raise ValueError(f"kind must be 'sd', 'sdxl', 'altdiffusion' or 'auto', not {kind!r}")
     pipe = load_pipeline(kind, spec, torch_dtype, allow_pickle, config=config, variant=variant,
                           local_files_only=local_files_only)
     if torch_dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
