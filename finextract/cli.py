@@ -106,6 +106,22 @@ def _audit_summary(args: argparse.Namespace) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def _extract_caption(args: argparse.Namespace) -> None:
+    from .data import read_caption
+    from .stages import run_extract_caption
+
+    truth = read_caption(Path(args.set_folder), args.caption) if args.set_folder else args.caption
+    run_extract_caption(args.base, args.ft_dir, args.ft_method, args.lengths, args.iterations, args.step, args.seed,
+                        args.rank, args.scan_tokens, Path(args.out), true_caption=truth, threads=args.threads,
+                        **_load_options(args))
+
+
+def _captions_summary(args: argparse.Namespace) -> None:
+    from .stages import run_captions_summary
+
+    run_captions_summary(args.folders, Path(args.out))
+
+
 def _defence_quality(args: argparse.Namespace) -> None:
     from .stages import run_defence_quality
 
@@ -367,6 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=_audit_summary)
+
+    p = sub.add_parser("extract-caption", help="the training caption from the weights of theta and theta' (App. A)")
+    _add_load_options(p)
+    p.add_argument("--ft-dir", required=True)
+    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora"])
+    p.add_argument("--set-folder", default=None, help="private set whose caption.txt is the truth (for recall)")
+    p.add_argument("--caption", default=None, help="the true caption, if known (for recall)")
+    p.add_argument("--lengths", type=int, nargs="+", required=True, help="prompt lengths in tokens")
+    p.add_argument("--iterations", type=int, required=True)
+    p.add_argument("--step", type=float, required=True, help="L2 step, in units of the mean token-embedding norm")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--rank", type=int, required=True, help="rank of the PCA approximation of Eq. 19")
+    p.add_argument("--scan-tokens", action="store_true", help="also score every token as a one-token prompt")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_extract_caption)
+
+    p = sub.add_parser("captions-summary", help="one table of the extracted captions")
+    p.add_argument("--folders", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_captions_summary)
 
     p = sub.add_parser("defence-quality", help="quality cost of a defence: figures of the direct samples")
     p.add_argument("--samples", required=True, help="folder of the direct samples")

@@ -365,3 +365,63 @@ def run_defences_summary(points: list[str], qualities: list[str], out_dir: Path)
     from .defences import write_defences_summary
 
     print(write_defences_summary(points, qualities, out_dir).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+# --- caption extraction ---------------------------------------------------------------------------------
+def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[int], iterations: int, step: float,
+                        seed: int, rank: int, scan_tokens: bool, out: Path, true_caption: str | None = None,
+                        threads: int = 1, **load_options) -> None:
+    """``captions.csv`` (one extracted caption per prompt length, with its F and, if the true caption is
+    known, its word recall) and, with ``scan_tokens``, ``tokens.csv`` (every token as a one-token prompt)."""
+    import torch
+
+    from .captions import (caption_direction, cross_attention_weights, extract_caption, objective, text_tower,
+                           token_scores, true_token_ranks, word_recall)
+    from .models import load_base
+
+    torch.set_num_threads(threads)
+    backbone = load_base(base, **load_options)
+    pretrained = cross_attention_weights(backbone.unet)
+    if ft_method == "dreambooth":
+        finetuned = cross_attention_weights(backbone.load_dreambooth_unet(ft_dir))
+    else:
+        backbone.load_lora(ft_dir, adapter_name="finetuned")
+        finetuned = cross_attention_weights(backbone.unet)
+    direction = caption_direction(pretrained, finetuned, rank)
+    tower = text_tower(backbone)
+    out = Path(out)
+    rows = []
+    for length in lengths:
+        found = extract_caption(tower, direction, length, iterations, step, seed, log=lambda m: print(m, flush=True))
+        row = {"kind": "extracted", "n_tokens": length, "caption": found.caption, "tokens": " ".join(found.tokens), "F": found.score,
+               "best_iteration": found.iteration}
+        if true_caption:
+            row.update({"true_caption": true_caption, "recall": word_recall(found.caption, true_caption),
+                        "recall_stem4": word_recall(found.caption, true_caption, stem=4)})
+        rows.append(row)
+        print(f"{length} tokens: {found.caption!r} (F {found.score:.4f})", flush=True)
+    if true_caption:
+        ids = tower.tokenizer(true_caption, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():  # the true caption's own F, for comparison (the last row)
+            truth = float(objective(direction, tower.encode(torch.tensor([ids])))[0])
+        rows.append({"kind": "true caption", "n_tokens": len(ids), "caption": true_caption, "tokens": "", "F": truth, "best_iteration": -1,
+                     "true_caption": true_caption, "recall": 1.0, "recall_stem4": 1.0})
+    save_csv(out / "captions.csv", pd.DataFrame(rows))
+    if scan_tokens:
+        scores = token_scores(tower, direction)
+        save_csv(out / "tokens.csv", scores.head(200))
+        if true_caption:
+            save_csv(out / "true_tokens.csv", true_token_ranks(scores, tower, true_caption))
+
+
+def run_captions_summary(folders: list[str], out: Path) -> None:
+    """One table of every extracted caption: ``.../captions/<set>/<ft>/captions.csv`` with set and ft."""
+    tables = []
+    for folder in folders:
+        table = pd.read_csv(Path(folder) / "captions.csv")
+        table.insert(0, "ft", Path(folder).name)
+        table.insert(0, "set", Path(folder).parent.name)
+        tables.append(table)
+    summary = pd.concat(tables, ignore_index=True)
+    save_csv(out, summary)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

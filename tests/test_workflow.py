@@ -136,6 +136,13 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     again = sorted((results / "defences" / "none" / "samples" / "wesnoth-drake" / "dreambooth" / "direct").glob("seed_*.png"))
     assert [p.read_bytes() for p in ours] == [p.read_bytes() for p in again]  # same recipe, same seeds: same images
 
+    # Caption extraction from the run's fine-tuned weights: one caption per set and method, with its recall.
+    snakemake("captions", "--configfile", str(config))
+    captions = pd.read_csv(results / "captions" / "summary.csv")
+    assert len(captions) == 8 and set(captions["ft"]) == {"dreambooth", "lora"}  # 2 sets x 2 methods x (1 + truth)
+    assert captions["recall"].between(0, 1).all() and (captions["F"] >= 0).all()
+    assert (captions["kind"] == "extracted").sum() == 4
+
     # The Snakemake report of the run and its audit: one self-contained HTML file, opened in a real browser.
     report = tmp_path / "report.html"
     snakemake("all", "audit", "--configfile", str(config), "--report", str(report))

@@ -1,0 +1,63 @@
+"""Caption extraction from weights (the paper's App. A): the objective, the tower and the search."""
+import copy
+
+import pytest
+import torch
+
+from conftest import REPO, make_tiny_backbone
+from finextract.captions import (caption_direction, content_words, cross_attention_weights, extract_caption,
+                                 objective, rank_approximation, text_tower, word_recall)
+
+
+def test_weights_of_the_caption_reading_layers_merge_lora_deltas():
+    backbone = make_tiny_backbone()
+    plain = cross_attention_weights(backbone.unet)
+    assert plain and all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in plain)
+    from finextract.finetune import lora_config
+
+    backbone.unet.add_adapter(lora_config(4, ["to_k", "to_v"]), adapter_name="finetuned")
+    for name, module in backbone.unet.named_modules():
+        if name.endswith("attn2.to_k"):
+            torch.nn.init.normal_(module.lora_B["finetuned"].weight)
+    merged = cross_attention_weights(backbone.unet)
+    changed = [n for n in plain if not torch.allclose(plain[n], merged[n])]
+    assert changed and all(n.endswith("to_k") for n in changed)  # to_v's B is still zero
+    module = dict(backbone.unet.named_modules())[changed[0]]
+    assert torch.allclose(merged[changed[0]], plain[changed[0]] + module.get_delta_weight("finetuned"))
+
+
+def test_objective_vanishes_without_fine_tuning_and_the_rank_one_pca_is_exact_on_rank_one():
+    u, v = torch.randn(20, 1), torch.randn(1, 8)
+    assert torch.allclose(rank_approximation(u @ v), u @ v, atol=1e-5)
+    weights = {"a.attn2.to_k": torch.randn(6, 8), "a.attn2.to_v": torch.randn(6, 8)}
+    direction = caption_direction(weights, weights)
+    assert torch.count_nonzero(direction) == 0
+    assert objective(direction, torch.randn(2, 5, 8)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="different cross-attention layers"):
+        caption_direction(weights, {"b.attn2.to_k": torch.randn(6, 8)})
+
+
+def test_tiny_tower_matches_the_workflow_encoding_and_the_search_is_seeded():
+    from finextract import text
+
+    backbone = make_tiny_backbone()
+    tower = text_tower(backbone)
+    ids = torch.tensor([tower.tokenizer("art style of openmoji", add_special_tokens=False)["input_ids"]])
+    assert torch.allclose(tower.encode(ids), text.encode_captions(["art style of openmoji"]), atol=1e-5)
+    finetuned = copy.deepcopy(backbone.unet)
+    with torch.no_grad():
+        for name, module in finetuned.named_modules():
+            if name.endswith(("attn2.to_k", "attn2.to_v")):
+                module.weight.add_(0.05 * torch.randn_like(module.weight))
+    direction = caption_direction(cross_attention_weights(backbone.unet), cross_attention_weights(finetuned))
+    first = extract_caption(tower, direction, 3, iterations=8, seed=1)
+    again = extract_caption(tower, direction, 3, iterations=8, seed=1)
+    assert first == again and len(first.tokens) == 3 and first.score > 0
+    start = extract_caption(tower, direction, 3, iterations=1, seed=1)  # the random starting prompt
+    assert first.score >= start.score
+
+
+def test_word_recall():
+    assert content_words("art style of openmoji") == {"art", "style", "openmoji"}
+    assert word_recall("stylized openmoji drawing", "art style of openmoji") == pytest.approx(1 / 3)
+    assert word_recall("stylized openmoji drawing", "art style of openmoji", stem=4) == pytest.approx(2 / 3)

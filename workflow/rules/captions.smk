@@ -1,0 +1,40 @@
+# `snakemake captions`: the training caption from θ and θ' weights alone (docs/paper-experiments.md).
+# One job per private set and fine-tuning method; the default run's fine-tuned models are reused.
+
+
+rule extract_caption:
+    input:
+        finetuned=f"{RESULTS}/finetune/{{set}}/{{ft}}",
+    output:
+        directory(f"{RESULTS}/captions/{{set}}/{{ft,dreambooth|lora}}"),
+    params:
+        c=config["caption_extraction"],
+        lengths=" ".join(str(n) for n in config["caption_extraction"]["lengths"]),
+        scan="--scan-tokens" if config["caption_extraction"]["scan_tokens"] else "",
+        caption=caption_args,
+        load=load_args,
+    log:
+        f"{RESULTS}/logs/captions/{{set}}/{{ft}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "$FINEXTRACT extract-caption {params.load} --ft-dir {input.finetuned} --ft-method {wildcards.ft} "
+        "{params.caption} --lengths {params.lengths} --iterations {params.c[iterations]} --step {params.c[step]} "
+        "--seed {params.c[seed]} --rank {params.c[rank]} {params.scan} --threads {threads} --out {output} "
+        "2>&1 | tee {log}"
+
+
+rule captions:
+    input:
+        [f"{RESULTS}/captions/{s}/{ft}" for s in TARGETS if TARGETS[s].images for ft in TARGETS[s].ft_methods],
+    output:
+        report(f"{RESULTS}/captions/summary.csv", caption="../report/captions.rst", category="Paper experiments",
+               labels={"figure": "caption extraction"}),
+    log:
+        f"{RESULTS}/logs/captions/summary.log",
+    localrule: True
+    shell:
+        "$FINEXTRACT captions-summary --folders {input} --out {output} 2>&1 | tee {log}"
