@@ -117,7 +117,7 @@ rule defences:
                       category="Paper experiments", labels={"figure": "defences"}),
         md=f"{DEFENCE_ROOT}/summary/defences.md",
     params:
-        out=f"{DEFENCE_ROOT}/summary",
+        out=lambda wc, output: os.path.dirname(output.table),
     log:
         f"{RESULTS}/logs/defences/summary.log",
     localrule: True
