@@ -130,27 +130,36 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def detail_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Seed-0 extras: k (Fig. 5b), the guidance interval, and no caption vs w' = 1 (Fig. 8)."""
-    keys = ["set", "ft", "steps_per_image"]
-    fx = table[(table["method"] == "finextract")]
-    paper_w = fx[np.isclose(fx["w"], fx["ft"].map(PAPER_W))]
-    # the detail variants (k, interval) exist only for the detail seeds: compare those seeds only
-    detail_seeds = sorted(set(paper_w.loc[~np.isclose(paper_w["k"], paper_w["ft"].map(PAPER_K))
-                                          | (paper_w["interval"] != "0-1000"), "seed"]))
-    paper_w = paper_w[paper_w["seed"].isin(detail_seeds)]
-    if paper_w.empty:
+    """The detail seeds' extras: AS vs k at each w' sampled with several k (Fig. 5b), AS with guidance
+    in an interval vs everywhere at each w' sampled with an interval, and no caption (Fig. 8)."""
+    keys = ["set", "ft", "steps_per_image", "w"]
+    fx = table[table["method"] == "finextract"]
+    full = fx["interval"] == "0-1000"
+    varied = fx[~np.isclose(fx["k"], fx["ft"].map(PAPER_K)) | ~full]
+    # the detail variants exist only for the detail seeds: compare those seeds only
+    fx = fx[fx["seed"].isin(set(varied["seed"]))]
+    if varied.empty:
         return {}
-    k = paper_w[paper_w["interval"] == "0-1000"].pivot_table(index=keys, columns="k", values="AS").reset_index()
-    k.columns = [c if isinstance(c, str) else f"AS k={c:g}" for c in k.columns]
-    interval = paper_w[np.isclose(paper_w["k"], paper_w["ft"].map(PAPER_K))].pivot_table(
-        index=keys, columns="interval", values="AS").reset_index()
-    interval.columns = [c if c in keys else f"AS t∈[{c}]" for c in interval.columns]
+    out = {}
+    several_k = fx[fx["interval"] == "0-1000"].groupby(["ft", "w"])["k"].transform("nunique") > 1
+    k = fx[fx["interval"] == "0-1000"][several_k]
+    if not k.empty:
+        k = k.pivot_table(index=keys, columns="k", values="AS").reset_index()
+        k.columns = [c if isinstance(c, str) else f"AS k={c:g}" for c in k.columns]
+        out["k"] = k
+    with_interval = set(map(tuple, fx.loc[fx["interval"] != "0-1000", ["ft", "w"]].to_numpy()))
+    at_paper_k = fx[np.isclose(fx["k"], fx["ft"].map(PAPER_K))]
+    at_paper_k = at_paper_k[[(ft, w) in with_interval for ft, w in zip(at_paper_k["ft"], at_paper_k["w"])]]
+    if not at_paper_k.empty:
+        interval = at_paper_k.pivot_table(index=keys, columns="interval", values="AS").reset_index()
+        interval.columns = [c if c in keys else f"AS t∈[{c}]" for c in interval.columns]
+        out["interval"] = interval
     uncond = table[table["method"] == "finextract_uncond"].copy()
-    if uncond.empty:
-        return {"k": k, "interval": interval}
-    uncond["setting"] = np.where(np.isclose(uncond["w"], 1.0), "AS θ' unconditional (w'=1)", "AS no-caption FineXtract (paper w')")
-    uncond = uncond.pivot_table(index=keys, columns="setting", values="AS").reset_index()
-    return {"k": k, "interval": interval, "uncond": uncond}
+    if not uncond.empty:
+        uncond["setting"] = np.where(np.isclose(uncond["w"], 1.0), "AS θ' unconditional (w'=1)",
+                                     "AS no-caption FineXtract (paper w')")
+        out["uncond"] = uncond.pivot_table(index=keys[:-1], columns="setting", values="AS").reset_index()
+    return out
 
 
 def write_study_summary(points: list[str], controls: list[str], study: dict, out_dir: Path) -> None:

@@ -24,7 +24,8 @@ PATH_KEYS = ("base_model", "sscd.calibration")
 
 
 def absolute_paths(config: dict, root: Path) -> dict:
-    """The config's file paths (base model, private set folders, SSCD calibration) made absolute from root."""
+    """The config's file paths (base model, private set and audit candidate folders, SSCD calibration) made
+    absolute from root."""
     def fix(value):
         return str((root / value).resolve()) if isinstance(value, str) and value and not Path(value).is_absolute() \
             and (root / value).exists() else value
@@ -38,6 +39,8 @@ def absolute_paths(config: dict, root: Path) -> dict:
             node[last] = fix(node[last])
     for spec in config.get("private_sets", {}).values():
         spec["folder"] = fix(spec["folder"])
+    for spec in (config.get("audit") or {}).get("suspects", {}).values():
+        spec["candidates"] = fix(spec["candidates"])
     return config
 
 

@@ -225,3 +225,26 @@ def test_w_auto_samples_every_candidate_then_the_method_at_the_chosen_w(tmp_path
     shard = results / "samples" / "wesnoth-drake" / "dreambooth" / "finextract" / "shard_000000-000009"
     printed = snakemake(str(shard), "--configfile", str(config), "-n", "-p").stdout
     assert f"--w @{choice}" in printed
+
+
+def test_detail_tables_compare_k_and_interval_at_each_w_they_were_sampled_at():
+    import pandas as pd
+
+    from finextract.study_report import detail_tables
+
+    cell = {"set": "a", "ft": "dreambooth", "steps_per_image": 10}
+    rows = [{**cell, "seed": seed, "method": "finextract", "w": w, "k": -0.02, "interval": "0-1000", "AS": 0.5 - w / 20}
+            for seed in (0, 1) for w in (1.25, 1.5, 3.0, 5.0)]
+    rows += [{**cell, "seed": 0, "method": "finextract", "w": 1.5, "k": k, "interval": "0-1000", "AS": 0.4 + k}
+             for k in (-0.05, 0.0, 0.02)]
+    rows += [{**cell, "seed": 0, "method": "finextract", "w": 3.0, "k": -0.02, "interval": "300-1000", "AS": 0.35},
+             {**cell, "seed": 0, "method": "finextract_uncond", "w": 1.0, "k": 0.0, "interval": "0-1000", "AS": 0.2}]
+    tables = detail_tables(pd.DataFrame(rows))
+    k = tables["k"].set_index("w")
+    assert list(k.index) == [1.5]  # only w' sampled with several k; seed 1 (no detail) is left out
+    assert k.loc[1.5, "AS k=-0.05"] == pytest.approx(0.35) and k.loc[1.5, "AS k=-0.02"] == pytest.approx(0.425)
+    interval = tables["interval"].set_index("w")
+    assert list(interval.index) == [3.0]
+    assert interval.loc[3.0, "AS t∈[0-1000]"] == pytest.approx(0.35) and interval.loc[3.0, "AS t∈[300-1000]"] == 0.35
+    assert tables["uncond"]["AS θ' unconditional (w'=1)"].tolist() == [0.2]
+    assert detail_tables(pd.DataFrame(rows[:8])) == {}  # no detail variant sampled
