@@ -49,9 +49,10 @@ def regime_map(table: pd.DataFrame, taus: tuple[float, ...] = (0.6,)) -> pd.Data
     out["fx - cfg"] = fx - cfg
     out["fx - direct"] = fx - direct
     noise = out[["finextract paper w' spread", "cfg w'=3 spread"]].max(axis=1)
+    # when FineXtract does not win, the verdict names the better of the two baselines
+    leader = np.where(direct >= cfg, "direct ahead", "CFG ahead")
     out["verdict"] = np.where((fx - cfg >= MARGIN) & (fx - cfg > noise) & (fx >= direct), "FineXtract wins",
-                              np.where(cfg - fx > noise, "CFG ahead",
-                                       np.where(direct - fx > noise, "direct ahead", "tie (within seed spread)")))
+                              np.where(np.maximum(direct, cfg) - fx > noise, leader, "tie (within seed spread)"))
     best = out[["direct", "cfg w'=3", "finextract paper w'", "finextract oracle w'"]].idxmax(axis=1)
     out["best method"] = best
     return out
