@@ -167,10 +167,11 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
         validate_schema(config, schema_dir / "realworld.schema.yaml")
         targets = check_realworld(config)
     else:
+        asked_for_defences = "defences" in config  # the schema's defaults must not fail a config without them
         validate_schema(config, schema_dir / "config.schema.yaml")
         targets = attack_targets(config, check_config(config))
-        missing = [m for m in config["defences"]["methods"] if m not in config["sampling"]["methods"]]
-        if missing:
+        missing = [m for m in config["defences"]["methods"] if m != "direct" and m not in config["sampling"]["methods"]]
+        if asked_for_defences and missing:
             raise ConfigError(f"defences.methods: {', '.join(missing)} not in sampling.methods, which give w' and k")
     if config.get("audit"):
         # validated again on its own: defaults under a $ref are not filled in by the whole-config pass
