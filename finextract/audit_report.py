@@ -9,12 +9,9 @@ from PIL import Image, ImageDraw
 
 from .audit import NOT_PROOF
 from .io import save_csv, save_png, save_text
+from .report import tile_image
 
 FT_LABELS = {"dreambooth": "DreamBooth", "lora": "LoRA"}
-
-
-def _tile(path: str | Path, size: int) -> Image.Image:
-    return Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
 
 
 def evidence_sheet(table: pd.DataFrame, title: str, out: Path, tile: int = 64, columns: int = 4) -> None:
@@ -28,8 +25,8 @@ def evidence_sheet(table: pd.DataFrame, title: str, out: Path, tile: int = 64, c
     for i, row in enumerate(table.itertuples(index=False)):
         x, y = (i % columns) * pair_w, 16 + (i // columns) * (tile + label_h)
         method = row.best_method
-        sheet.paste(_tile(row.candidate, tile), (x, y))
-        sheet.paste(_tile(getattr(row, f"best_{method}"), tile), (x + tile, y))
+        sheet.paste(tile_image(row.candidate, tile), (x, y))
+        sheet.paste(tile_image(getattr(row, f"best_{method}"), tile), (x + tile, y))
         member = getattr(row, "member", None)
         mark = {1: " M", 0: " -"}.get(member, "")
         draw.text((x + 1, y + tile), f"#{row.rank}{mark} {Path(row.candidate).stem[:20]}", fill="black")

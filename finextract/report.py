@@ -132,7 +132,8 @@ def write_summary(metric_files: list[str], out_csv: Path, out_md: Path, out_all:
     return markdown
 
 
-def _tile(path: str | Path, size: int) -> Image.Image:
+def tile_image(path: str | Path, size: int) -> Image.Image:
+    """An image file as an RGB square of ``size`` pixels (nearest neighbour keeps the tiny world's pixels visible)."""
     return Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
 
 
@@ -157,10 +158,10 @@ def extracted_grid(metric_files: list[str], out: Path, tile: int = 64) -> None:
             draw.text((j * tile + 2, header), f"{ft[:5]}/{method[:6]}", fill="black")
         for i, private in enumerate(private_files):
             y = header * 2 + i * (tile + header)
-            sheet.paste(_tile(private, tile), (0, y))
+            sheet.paste(tile_image(private, tile), (0, y))
             for j, combo in enumerate(combos, start=1):
                 match = matches[combo].iloc[i]
-                sheet.paste(_tile(match["extracted"], tile), (j * tile, y))
+                sheet.paste(tile_image(match["extracted"], tile), (j * tile, y))
                 label = f"{match['similarity']:.2f}" + (f" {match['l2']:.2f}" if "l2" in match else "")
                 draw.text((j * tile + 2, y + tile), label, fill="black")
         blocks.append(np.asarray(sheet))

@@ -16,12 +16,11 @@ checkpoint was trained on; they are tokenized as given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .base import Conditioning
 from .kinds import is_single_file
 from .sd import SDBackbone
 
@@ -42,16 +41,6 @@ class AltDiffusionBackbone(SDBackbone):
         if int(width) != expected:
             raise ValueError(f"AltDiffusion text encoder projects to {width} features but the UNet's "
                              f"cross-attention expects {expected}: the components do not belong together")
-
-    def _encode(self, captions: list[str], encoders: Sequence[torch.nn.Module]) -> Conditioning:
-        encoder = encoders[0]
-        ids = self._tokenize(self.tokenizer, captions).to(encoder.device)
-        mask = None
-        if getattr(encoder.config, "use_attention_mask", False):
-            # what the pipeline's tokenizer(..., padding="max_length").attention_mask holds
-            mask = (ids != self.tokenizer.pad_token_id).long()
-        out = encoder(ids, attention_mask=mask, return_dict=True)
-        return Conditioning(out.projection_state)  # the pipeline's text_encoder(...)[0]
 
     def load_dreambooth_unet(self, path: str | Path, **kwargs: Any) -> UNet2DConditionModel:
         """θ''s UNet from a UNet folder, pipeline folder or hub id; single files are not supported here."""
