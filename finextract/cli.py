@@ -30,7 +30,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     from .pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, threads=args.threads,
+                         checkpoint_every=args.checkpoint_every, keep_every=args.keep_every,
+                         threads=args.threads, band_basis=args.band_basis, init_from=args.init_from,
                          block_out_channels=tuple(args.channels))
     model = pretrain(Path(args.corpus), Path(args.out), cfg, log=lambda m: print(m, flush=True))
     print(f"model written to {model}")
@@ -215,6 +216,20 @@ def _sweep_summary(args: argparse.Namespace) -> None:
     run_sweep_summary(args.points, args.taus, Path(args.out_csv), Path(args.out_png))
 
 
+def _n0_summary(args: argparse.Namespace) -> None:
+    from .n0_ablation import write_n0_ablation
+
+    n0 = {}
+    for item in args.n0:
+        name, _, size = item.rpartition("=")
+        n0[name] = int(size)
+    table = write_n0_ablation(args.metrics, n0, tuple(args.taus), Path(args.out_csv), Path(args.out_png))
+    columns = ["set", "n0", "ft", "method", "n_generated", "AS"] + [f"A-ESR@{t:g}" for t in args.taus]
+    columns += [c for c in ("L2-ESR",) if c in table]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"N0 ablation: {args.out_csv} and {args.out_png}")
+
+
 def _similarity(args: argparse.Namespace) -> None:
     import json
 
@@ -251,6 +266,16 @@ def _guidance_w(text: str) -> float:
 
         return float(json.loads(Path(text[1:]).read_text())["w"])
     return float(text)
+
+
+def _caption(text: str) -> str:
+    """The caption, or ``@caption.txt``: the caption an extract-caption run chose (finextract.captions)."""
+    if text.startswith("@"):
+        caption = Path(text[1:]).read_text().strip()
+        if not caption:
+            raise argparse.ArgumentTypeError(f"{text[1:]} is empty: expected the extracted caption")
+        return caption
+    return text
 
 
 def _optional_similarity(text: str) -> float | None:
@@ -307,8 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also keep the model of every K-th step in OUT/ckpt-<step> (to compare checkpoints)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    p.add_argument("--band-basis", action="store_true",
+                   help="denoise unit-variance Haar bands of the 2x2 unshuffle (finextract/backbones/haar.py)")
+    p.add_argument("--init-from", default=None,
+                   help="start from this state.pt (unshuffle basis; converted with --band-basis), fresh optimizer")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune the base model on a private set")
@@ -328,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ft-dir", default=None)
     p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora", "none"])
     p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
-    p.add_argument("--caption", default=None)
+    p.add_argument("--caption", type=_caption, default=None, help="the caption, or @FILE: what extract-caption chose")
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
     p.add_argument("--w", type=_guidance_w, required=True, help="w', or @FILE: the w' a choose-w run wrote")
     p.add_argument("--k", type=float, required=True)
@@ -503,6 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-png", required=True)
     p.set_defaults(func=_sweep_summary)
+
+    p = sub.add_parser("n0-summary", help="N0 ablation table and plot (AS and A-ESR vs the number of private images)")
+    p.add_argument("--metrics", nargs="+", required=True, help="the run's metrics/<set>/<ft>/<method>.csv files")
+    p.add_argument("--n0", nargs="+", required=True, metavar="SET=N0", help="the ablation's sets and their sizes")
+    p.add_argument("--taus", type=float, nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-png", required=True)
+    p.set_defaults(func=_n0_summary)
     return parser
 
 

@@ -173,6 +173,7 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
         missing = [m for m in config["defences"]["methods"] if m != "direct" and m not in config["sampling"]["methods"]]
         if asked_for_defences and missing:
             raise ConfigError(f"defences.methods: {', '.join(missing)} not in sampling.methods, which give w' and k")
+        check_n0_ablation(config["n0_ablation"], targets)
     if config.get("audit"):
         # validated again on its own: defaults under a $ref are not filled in by the whole-config pass
         validate_schema(config["audit"], schema_dir / "audit.schema.yaml", prefix="audit")
@@ -183,6 +184,26 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
             key = f"targets.{target.name}.device" if target.realworld else "device"
             check_device(target.load_options["device"], key)
     return targets
+
+
+def check_n0_ablation(section: dict, targets: dict[str, AttackTarget]) -> None:
+    """The sets of an N0 ablation exist, differ in size and share one caption (else the curve mixes them)."""
+    names = section["sets"]
+    if not names:
+        return
+    if len(names) < 2:
+        raise ConfigError("n0_ablation.sets: name at least two private sets of different sizes")
+    unknown = [n for n in names if n not in targets]
+    if unknown:
+        raise ConfigError(f"n0_ablation.sets: {', '.join(unknown)} not in private_sets ({', '.join(targets)})")
+    sizes = [targets[n].n0 for n in names]
+    if len(set(sizes)) < len(sizes):
+        raise ConfigError(f"n0_ablation.sets: two sets have the same number of images ({dict(zip(names, sizes))})")
+    captions = {targets[n].caption if targets[n].caption is not None
+                else (Path(targets[n].images) / "caption.txt").read_text().strip() for n in names}
+    if len(captions) > 1:
+        raise ConfigError(f"n0_ablation.sets: the sets have different captions ({sorted(map(str, captions))}); "
+                          "an N0 curve compares one style and caption")
 
 
 def check_results(results: str) -> None:
@@ -492,6 +513,13 @@ class AttackTarget:
     def realworld(self) -> bool:
         return bool(self.finetuned)
 
+    @property
+    def extracts_caption(self) -> bool:
+        """Real-world ``caption: extract``: the training caption is recovered from the weights first."""
+        return self.realworld and self.caption == EXTRACT_CAPTION
+
+
+EXTRACT_CAPTION = "extract"  # targets[].caption: recover it from θ and θ' (finextract.captions) before sampling
 
 SAMPLING_KEYS = ("n_per_image", "steps", "scheduler", "guidance_interval", "auto_w_candidates", "seed_offset",
                  "shard_size", "batch_size")
@@ -547,6 +575,9 @@ def check_realworld(config: dict) -> dict[str, AttackTarget]:
     if len(targets) != len(config["targets"]):
         raise ConfigError("targets: names must be unique")
     for index, target in enumerate(targets.values()):
+        if target.extracts_caption and target.load_options["base_kind"] == "sdxl":
+            raise ConfigError(f"targets[{index}].caption ({target.name}): 'extract' works with one text encoder "
+                              "(the tiny world, SD 1.x/2.x, AltDiffusion), not SDXL's two; give the caption")
         for method in target.methods:
             target_guidance(target, method, target.ft_methods[0])
         check_base_model(target.base, f"targets[{index}].pretrained ({target.name})")
@@ -559,7 +590,8 @@ def check_realworld(config: dict) -> dict[str, AttackTarget]:
             target.images = None
         if target.images:
             try:
-                load_private_set(target.name, target.images, 32, target.caption or "-")
+                load_private_set(target.name, target.images, 32,
+                                 "-" if target.extracts_caption else (target.caption or "-"))
             except ValueError as error:
                 raise ConfigError(f"targets.{target.name}.images: {error}") from None
     check_sscd(config["sscd"])

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from . import text
+from .backbones import haar
 from .backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
 from .io import atomic_path
 from .losses import diffusion_loss
@@ -38,8 +40,11 @@ class PretrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
+    keep_every: int = 0            # also keep the EMA export of every keep_every-th step in out/ckpt-<step>
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     threads: int = 2
+    band_basis: bool = False       # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
+    init_from: str | None = None   # a state.pt of the unshuffle basis to start from (converted, fresh optimizer)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -54,10 +59,20 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _save_state(path: Path, step: int, unet, ema, optimizer, cfg: PretrainConfig) -> None:
+def _save_state(path: Path, step: int, unet, ema, optimizer, cfg: PretrainConfig, restart: int = 0) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "config": json.dumps(asdict(cfg))}, tmp)
+                    "optimizer": optimizer.state_dict(), "config": json.dumps(asdict(cfg)), "restart": restart}, tmp)
+
+
+def _init_from(state_file: Path, unet, ema, band_scales) -> int:
+    state = torch.load(state_file, weights_only=True)
+    unet.load_state_dict(state["unet"])
+    ema.load_state_dict(state["ema"])
+    if band_scales:
+        haar.convert_unet_to_bands(unet, band_scales)
+        haar.convert_unet_to_bands(ema, band_scales)
+    return int(state["step"])
 
 
 def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) -> Path:
@@ -74,18 +89,25 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
 
     torch.manual_seed(cfg.seed)
     unet = build_unet(resolution=resolution, block_out_channels=tuple(cfg.block_out_channels))
-    backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=resolution)
+    scales = haar.unit_variance_scales(F.pixel_unshuffle(images, 2)) if cfg.band_basis else None
+    backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=resolution, band_scales=scales)
     latents_all = backbone.to_latents(images)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_file = out_dir / "state.pt"
-    start = 0
+    start = restart = 0
+    if cfg.init_from and not state_file.exists():
+        start = _init_from(Path(cfg.init_from), unet, ema, scales)
+        restart = start
+        log(f"starting from {cfg.init_from} (step {start}) with a fresh optimizer"
+            + (f", converted to Haar bands scaled {scales}" if scales else ""))
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        restart = int(state.get("restart", 0))
         log(f"resuming from step {start}")
     loss_file = out_dir / "loss.csv"
     if start == 0 or not loss_file.exists():
@@ -103,8 +125,10 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
             index = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
             drop = torch.rand(cfg.batch_size, generator=generator) < cfg.empty_caption_prob
             batch_states = torch.where(drop[:, None, None], empty, states[index])
+            # a fresh optimizer (init_from) warms up again from where it started
+            lr = lr_at(step, cfg) * (min(1.0, (step - restart + 1) / cfg.warmup) if restart else 1.0)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
+                group["lr"] = lr
             loss = diffusion_loss(backbone, unet, latents_all[index], Conditioning(batch_states),
                                   generator, cfg.min_snr_gamma)
             optimizer.zero_grad(set_to_none=True)
@@ -114,7 +138,7 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
             with torch.no_grad():
                 decay = min(cfg.ema_decay, (1 + step) / (10 + step))
                 torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
-            writer.writerow([step, f"{loss.item():.5f}", f"{lr_at(step, cfg):.2e}", f"{time.time() - t0:.1f}"])
+            writer.writerow([step, f"{loss.item():.5f}", f"{lr:.2e}", f"{time.time() - t0:.1f}"])
             done = step + 1
             if done % 50 == 0:
                 log_handle.flush()
@@ -123,8 +147,10 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
                     f"eta {(cfg.steps - done) / max(rate, 1e-9) / 60:.0f} min")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 log_handle.flush()
-                _save_state(state_file, done, unet, ema, optimizer, cfg)
+                _save_state(state_file, done, unet, ema, optimizer, cfg, restart)
                 export_model(backbone, ema, out_dir / "model", done)
+                if cfg.keep_every and done % cfg.keep_every == 0:
+                    export_model(backbone, ema, out_dir / f"ckpt-{done}", done)
     return out_dir / "model"
 
 

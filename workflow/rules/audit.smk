@@ -6,6 +6,7 @@
 rule audit_control_shard:
     input:
         choice=auto_w_choice_file,
+        caption=extracted_caption,
     output:
         directory(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
     params:

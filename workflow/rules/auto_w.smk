@@ -7,6 +7,7 @@
 rule auto_w_sample:
     input:
         finetuned=finetune_output,
+        caption=extracted_caption,
     output:
         directory(f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/shard_{{shard}}"),
     params:

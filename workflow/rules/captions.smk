@@ -1,17 +1,19 @@
 # `snakemake captions`: the training caption from θ and θ' weights alone (docs/paper-experiments.md).
-# One job per private set and fine-tuning method; the default run's fine-tuned models are reused.
+# One job per private set and fine-tuning method; the default run's fine-tuned models are reused. In
+# real-world mode a target with `caption: extract` samples with the caption.txt this rule writes.
 
 
 rule extract_caption:
     input:
-        finetuned=f"{RESULTS}/finetune/{{set}}/{{ft}}",
+        finetuned=finetune_output,
     output:
         directory(f"{RESULTS}/captions/{{set}}/{{ft,dreambooth|lora}}"),
     params:
+        finetuned=finetuned_arg,
         c=config["caption_extraction"],
         lengths=" ".join(str(n) for n in config["caption_extraction"]["lengths"]),
         scan="--scan-tokens" if config["caption_extraction"]["scan_tokens"] else "",
-        caption=caption_args,
+        caption=true_caption_args,
         load=load_args,
     log:
         f"{RESULTS}/logs/captions/{{set}}/{{ft}}.log",
@@ -21,7 +23,7 @@ rule extract_caption:
         mem_mb=3000,
         runtime=60,
     shell:
-        "$FINEXTRACT extract-caption {params.load} --ft-dir {input.finetuned} --ft-method {wildcards.ft} "
+        "$FINEXTRACT extract-caption {params.load} {params.finetuned} --ft-method {wildcards.ft} "
         "{params.caption} --lengths {params.lengths} --iterations {params.c[iterations]} --step {params.c[step]} "
         "--seed {params.c[seed]} --rank {params.c[rank]} {params.scan} --threads {threads} --out {output} "
         "2>&1 | tee {log}"
@@ -29,7 +31,8 @@ rule extract_caption:
 
 rule captions:
     input:
-        [f"{RESULTS}/captions/{s}/{ft}" for s in TARGETS if TARGETS[s].images for ft in TARGETS[s].ft_methods],
+        [f"{RESULTS}/captions/{s}/{ft}" for s in TARGETS if TARGETS[s].images or TARGETS[s].extracts_caption
+         for ft in TARGETS[s].ft_methods],
     output:
         report(f"{RESULTS}/captions/summary.csv", caption="../report/captions.rst", category="Paper experiments",
                labels={"figure": "caption extraction"}),

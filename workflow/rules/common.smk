@@ -32,6 +32,7 @@ COMBOS = fxconfig.target_combos(TARGETS, CONTROL)
 SCORED = [c for c in COMBOS if TARGETS[c.set].images]
 N0 = {name: target.n0 for name, target in TARGETS.items()}
 TAUS = " ".join(str(t) for t in config["metrics"]["taus"])
+N0_SETS = config.get("n0_ablation", {}).get("sets", [])  # absent in real-world mode
 SWEEP = config["n_sweep"]
 SWEEP_MULTIPLES = sorted(SWEEP["n_per_image"])
 SWEEP_COMBOS = [c for c in COMBOS if c.ft in SWEEP["ft"] and c.method in SWEEP["methods"] and c in SCORED]
@@ -50,12 +51,26 @@ def private_images(wildcards):
     return sorted(glob.glob(f"{folder}/images/*")) if folder else []
 
 
+def extracted_caption(wildcards):
+    """The folder of the extract_caption job (its caption.txt) for a `caption: extract` target, else nothing.
+    A real-world target has one fine-tuning method; its never-fine-tuned control uses the same caption."""
+    t = target(wildcards)
+    return [f"{RESULTS}/captions/{t.name}/{t.ft_methods[0]}"] if t.extracts_caption else []
+
+
 def caption_args(wildcards):
     t = target(wildcards)
     args = f"--set-folder {shlex.quote(t.images)}" if t.images else ""
-    if t.caption is not None:
+    if t.extracts_caption:
+        args += f" --caption @{shlex.quote(extracted_caption(wildcards)[0] + '/caption.txt')}"
+    elif t.caption is not None:
         args += f" --caption {shlex.quote(t.caption)}"
     return args
+
+
+def true_caption_args(wildcards):
+    """What extract_caption scores its recall against: the known caption, none for `caption: extract`."""
+    return "" if target(wildcards).extracts_caption else caption_args(wildcards)
 
 
 def load_args(wildcards):

@@ -7,6 +7,7 @@ rule sample_shard:
     input:
         finetuned=finetune_output,
         choice=auto_w_choice_file,
+        caption=extracted_caption,
     output:
         directory(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
     params:
