@@ -66,15 +66,20 @@ def _evenly_spaced(items: list, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
-def openmoji_sources(root: Path, count: int) -> list[tuple[SourceImage, Path]]:
-    """Single-code-point colour OpenMoji emoji, never one of the default private set's ten."""
-    reserved = {c.upper() for c in OPENMOJI_STYLE_CODES}
+def single_emoji_rows(root: Path, reserved: set[str]) -> list[dict]:
+    """openmoji.csv rows of single-code-point colour emoji with an SVG, not in ``reserved`` (upper-case
+    code points), without flags, components and OpenMoji's own extras; in code-point order."""
     with open(root / "data" / "openmoji.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle)
                 if "-" not in r["hexcode"] and r["hexcode"].upper() not in reserved
                 and r["group"] not in ("flags", "component", "extras-openmoji", "extras-unicode")
                 and (root / "color" / "svg" / f"{r['hexcode']}.svg").exists()]
-    rows.sort(key=lambda r: int(r["hexcode"], 16))
+    return sorted(rows, key=lambda r: int(r["hexcode"], 16))
+
+
+def openmoji_sources(root: Path, count: int) -> list[tuple[SourceImage, Path]]:
+    """Single-code-point colour OpenMoji emoji, never one of the default private set's ten."""
+    rows = single_emoji_rows(root, {c.upper() for c in OPENMOJI_STYLE_CODES})
     return [(SourceImage(f"openmoji-{r['hexcode'].lower()}", "openmoji", OPENMOJI_CAPTION,
                          f"color/svg/{r['hexcode']}.svg"), root / "color" / "svg" / f"{r['hexcode']}.svg")
             for r in _evenly_spaced(rows, count)]

@@ -11,7 +11,6 @@ source. Files are named ``rNN-<code>.png`` with NN the pool rank, so name order 
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +46,9 @@ def reserved_codes(cache: Path) -> set[str]:
 
 def pool_rows(root: Path, reserved: set[str], size: int, seed: int = 0) -> list[dict]:
     """``size`` single-code-point OpenMoji rows, evenly spaced in code-point order, then shuffled."""
-    with open(root / "data" / "openmoji.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle)
-                if "-" not in r["hexcode"] and r["hexcode"].upper() not in reserved
-                and r["group"] not in ("flags", "component", "extras-openmoji", "extras-unicode")
-                and (root / "color" / "svg" / f"{r['hexcode']}.svg").exists()]
-    rows.sort(key=lambda r: int(r["hexcode"], 16))
+    from ..copyset import single_emoji_rows
+
+    rows = single_emoji_rows(root, reserved)
     # offset by half a spacing so the picks fall between the audit's and copy set's evenly spaced ones
     spacing = (len(rows) - 1) / size
     picks = [rows[int(round(spacing * (i + 0.5)))] for i in range(size)]
