@@ -120,7 +120,7 @@ def _extract_caption(args: argparse.Namespace) -> None:
 def _captions_summary(args: argparse.Namespace) -> None:
     from .stages import run_captions_summary
 
-    run_captions_summary(args.folders, Path(args.out))
+    run_captions_summary(args.folders, Path(args.out), Path(args.out_png) if args.out_png else None)
 
 
 def _defence_quality(args: argparse.Namespace) -> None:
@@ -434,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("captions-summary", help="one table of the extracted captions")
     p.add_argument("--folders", nargs="+", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--out-png", default=None, help="also the figure of F per model")
     p.set_defaults(func=_captions_summary)
 
     p = sub.add_parser("defence-quality", help="quality cost of a defence: figures of the direct samples")

@@ -103,6 +103,10 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
             + (f", converted to Haar bands scaled {scales}" if scales else ""))
     if state_file.exists():
         state = torch.load(state_file, weights_only=True)
+        trained_in_bands = bool(json.loads(state.get("config", "{}")).get("band_basis", False))
+        if trained_in_bands != cfg.band_basis:
+            raise ValueError(f"{state_file} was trained {'in Haar bands' if trained_in_bands else 'on the unshuffle'}: "
+                             f"resume it {'with' if trained_in_bands else 'without'} --band-basis")
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

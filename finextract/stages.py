@@ -418,8 +418,9 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
             save_csv(out / "true_tokens.csv", true_token_ranks(scores, tower, true_caption))
 
 
-def run_captions_summary(folders: list[str], out: Path) -> None:
-    """One table of every extracted caption: ``.../captions/<set>/<ft>/captions.csv`` with set and ft."""
+def run_captions_summary(folders: list[str], out: Path, out_png: Path | None = None) -> None:
+    """One table of every extracted caption: ``.../captions/<set>/<ft>/captions.csv`` with set and ft;
+    with ``out_png``, the figure of their F beside the true caption's."""
     tables = []
     for folder in folders:
         table = pd.read_csv(Path(folder) / "captions.csv")
@@ -428,4 +429,8 @@ def run_captions_summary(folders: list[str], out: Path) -> None:
         tables.append(table)
     summary = pd.concat(tables, ignore_index=True)
     save_csv(out, summary)
+    if out_png is not None:
+        from .captions_report import plot_caption_scores
+
+        plot_caption_scores(summary, Path(out_png))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

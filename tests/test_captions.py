@@ -61,3 +61,15 @@ def test_word_recall():
     assert content_words("art style of openmoji") == {"art", "style", "openmoji"}
     assert word_recall("stylized openmoji drawing", "art style of openmoji") == pytest.approx(1 / 3)
     assert word_recall("stylized openmoji drawing", "art style of openmoji", stem=4) == pytest.approx(2 / 3)
+
+
+def test_the_caption_figure_draws_every_model(tmp_path):
+    import pandas as pd
+
+    from finextract.captions_report import plot_caption_scores
+
+    rows = [{"set": s, "ft": ft, "kind": kind, "n_tokens": 3, "caption": "a b c", "F": f}
+            for s in ("one", "two") for ft in ("dreambooth", "lora")
+            for kind, f in (("extracted", 2.0), ("true caption", 1.0))]
+    plot_caption_scores(pd.DataFrame(rows), tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 10_000

@@ -142,6 +142,11 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert len(captions) == 8 and set(captions["ft"]) == {"dreambooth", "lora"}  # 2 sets x 2 methods x (1 + truth)
     assert captions["recall"].between(0, 1).all() and (captions["F"] >= 0).all()
     assert (captions["kind"] == "extracted").sum() == 4
+    assert (results / "captions" / "summary.png").stat().st_size > 10_000
+    for folder in (results / "captions").glob("*/*/"):  # what `caption: extract` would sample with
+        table = pd.read_csv(folder / "captions.csv")
+        best = table[table["kind"] == "extracted"].sort_values("F").iloc[-1]["caption"]
+        assert (folder / "caption.txt").read_text().strip() == best
 
     # The Snakemake report of the run and its audit: one self-contained HTML file, opened in a real browser.
     report = tmp_path / "report.html"

@@ -34,10 +34,12 @@ rule captions:
         [f"{RESULTS}/captions/{s}/{ft}" for s in TARGETS if TARGETS[s].images or TARGETS[s].extracts_caption
          for ft in TARGETS[s].ft_methods],
     output:
-        report(f"{RESULTS}/captions/summary.csv", caption="../report/captions.rst", category="Paper experiments",
-               labels={"figure": "caption extraction"}),
+        csv=report(f"{RESULTS}/captions/summary.csv", caption="../report/captions.rst", category="Paper experiments",
+                   labels={"figure": "caption extraction (table)"}),
+        png=report(f"{RESULTS}/captions/summary.png", caption="../report/captions.rst", category="Paper experiments",
+                   labels={"figure": "caption extraction"}),
     log:
         f"{RESULTS}/logs/captions/summary.log",
     localrule: True
     shell:
-        "$FINEXTRACT captions-summary --folders {input} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT captions-summary --folders {input} --out {output.csv} --out-png {output.png} 2>&1 | tee {log}"
