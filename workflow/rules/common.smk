@@ -62,7 +62,7 @@ def caption_args(wildcards):
     t = target(wildcards)
     args = f"--set-folder {shlex.quote(t.images)}" if t.images else ""
     if t.extracts_caption:
-        args += f" --caption @{shlex.quote(extracted_caption(wildcards)[0] + '/caption.txt')}"
+        args += f" --caption @{shlex.quote(os.path.join(extracted_caption(wildcards)[0], 'caption.txt'))}"
     elif t.caption is not None:
         args += f" --caption {shlex.quote(t.caption)}"
     return args
