@@ -124,14 +124,24 @@ def rank_approximation(matrix: torch.Tensor, rank: int = 1) -> torch.Tensor:
     return (u[:, :rank] * s[:rank]) @ vh[:rank]
 
 
+# eq19: PCA[β⁺] − PCA[β⁻], what the paper uses; pca_delta: PCA[β⁺ − β⁻], the form it derives first (App. A)
+# and reports failing on SD, kept because the tiny world measures the opposite (docs/paper-experiments.md)
+OBJECTIVES = ("eq19", "pca_delta")
+
+
 def caption_direction(pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
-                      rank: int = 1) -> torch.Tensor:
-    """PCA[β⁺] − PCA[β⁻] of Eq. 19, over all cross-attention projections stacked by rows."""
+                      rank: int = 1, objective: str = "eq19") -> torch.Tensor:
+    """The matrix Δ of F(e) = ‖Δ eᵀ‖ over all cross-attention projections stacked by rows: PCA[β⁺] − PCA[β⁻]
+    (Eq. 19) or PCA[β⁺ − β⁻]."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"caption objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     names = sorted(pretrained)
     if set(names) != set(finetuned):
         raise ValueError("θ and θ' have different cross-attention layers; is θ' fine-tuned from this base?")
     before = torch.cat([pretrained[n] for n in names])
     after = torch.cat([finetuned[n] for n in names])
+    if objective == "pca_delta":
+        return rank_approximation(after - before, rank)
     return rank_approximation(after, rank) - rank_approximation(before, rank)
 
 
@@ -141,9 +151,10 @@ def objective(direction: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
 
 
 # --- the search ---------------------------------------------------------------------------------------------
-def token_scores(tower: TextTower, direction: torch.Tensor, batch_size: int = 512) -> pd.DataFrame:
-    """Every candidate token as a one-token prompt (Eq. 17), best first."""
-    ids = tower.candidate_ids()
+def token_scores(tower: TextTower, direction: torch.Tensor, batch_size: int = 512,
+                 ids: torch.Tensor | None = None) -> pd.DataFrame:
+    """Every candidate token (or those of ``ids``) as a one-token prompt (Eq. 17), best first."""
+    ids = tower.candidate_ids() if ids is None else ids
     scores = []
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):

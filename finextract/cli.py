@@ -114,7 +114,7 @@ def _extract_caption(args: argparse.Namespace) -> None:
     truth = read_caption(Path(args.set_folder), args.caption) if args.set_folder else args.caption
     run_extract_caption(args.base, args.ft_dir, args.ft_method, args.lengths, args.iterations, args.step, args.seed,
                         args.rank, args.scan_tokens, Path(args.out), true_caption=truth, threads=args.threads,
-                        **_load_options(args))
+                        objective_name=args.objective, **_load_options(args))
 
 
 def _captions_summary(args: argparse.Namespace) -> None:
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, required=True, help="L2 step, in units of the mean token-embedding norm")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--rank", type=int, required=True, help="rank of the PCA approximation of Eq. 19")
+    p.add_argument("--objective", choices=["eq19", "pca_delta"], required=True,
+                   help="PCA[β⁺] − PCA[β⁻] (Eq. 19) or PCA[β⁺ − β⁻]")
     p.add_argument("--scan-tokens", action="store_true", help="also score every token as a one-token prompt")
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder")

@@ -371,7 +371,7 @@ def run_defences_summary(points: list[str], qualities: list[str], out_dir: Path)
 # --- caption extraction ---------------------------------------------------------------------------------
 def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[int], iterations: int, step: float,
                         seed: int, rank: int, scan_tokens: bool, out: Path, true_caption: str | None = None,
-                        threads: int = 1, **load_options) -> None:
+                        threads: int = 1, objective_name: str = "eq19", **load_options) -> None:
     """``captions.csv`` (one extracted caption per prompt length, with its F and, if the true caption is
     known, its word recall) and, with ``scan_tokens``, ``tokens.csv`` (every token as a one-token prompt)."""
     import torch
@@ -388,13 +388,13 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
     else:
         backbone.load_lora(ft_dir, adapter_name="finetuned")
         finetuned = cross_attention_weights(backbone.unet)
-    direction = caption_direction(pretrained, finetuned, rank)
+    direction = caption_direction(pretrained, finetuned, rank, objective_name)
     tower = text_tower(backbone)
     out = Path(out)
     rows = []
     for length in lengths:
         found = extract_caption(tower, direction, length, iterations, step, seed, log=lambda m: print(m, flush=True))
-        row = {"kind": "extracted", "n_tokens": length, "caption": found.caption, "tokens": " ".join(found.tokens), "F": found.score,
+        row = {"kind": "extracted", "objective": objective_name, "n_tokens": length, "caption": found.caption, "tokens": " ".join(found.tokens), "F": found.score,
                "best_iteration": found.iteration}
         if true_caption:
             row.update({"true_caption": true_caption, "recall": word_recall(found.caption, true_caption),
@@ -405,7 +405,7 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
         ids = tower.tokenizer(true_caption, add_special_tokens=False)["input_ids"]
         with torch.no_grad():  # the true caption's own F, for comparison (the last row)
             truth = float(objective(direction, tower.encode(torch.tensor([ids])))[0])
-        rows.append({"kind": "true caption", "n_tokens": len(ids), "caption": true_caption, "tokens": "", "F": truth, "best_iteration": -1,
+        rows.append({"kind": "true caption", "objective": objective_name, "n_tokens": len(ids), "caption": true_caption, "tokens": "", "F": truth, "best_iteration": -1,
                      "true_caption": true_caption, "recall": 1.0, "recall_stem4": 1.0})
     save_csv(out / "captions.csv", pd.DataFrame(rows))
     # what `caption: extract` samples with: the weights' own choice (highest F), never the truth

@@ -37,6 +37,23 @@ def test_objective_vanishes_without_fine_tuning_and_the_rank_one_pca_is_exact_on
         caption_direction(weights, {"b.attn2.to_k": torch.randn(6, 8)})
 
 
+def test_pca_delta_recovers_a_rank_one_edit_and_objectives_are_checked():
+    from conftest import SCHEMAS, load_test_config
+    from finextract.config import ConfigError, validate_config
+
+    before = {"a.attn2.to_k": torch.randn(6, 8), "a.attn2.to_v": torch.randn(6, 8)}
+    u, v = torch.randn(12, 1), torch.randn(1, 8)
+    after = {"a.attn2.to_k": before["a.attn2.to_k"] + u[:6] @ v, "a.attn2.to_v": before["a.attn2.to_v"] + u[6:] @ v}
+    assert torch.allclose(caption_direction(before, after, objective="pca_delta"), u @ v, atol=1e-4)
+    assert not torch.allclose(caption_direction(before, after, objective="eq19"), u @ v, atol=1e-2)
+    with pytest.raises(ValueError, match="caption objective 'pca'"):
+        caption_direction(before, after, objective="pca")
+    config = load_test_config()
+    config["caption_extraction"] = {"objective": "pca"}
+    with pytest.raises(ConfigError, match=r"caption_extraction.objective: 'pca' is not one of"):
+        validate_config(config, SCHEMAS)
+
+
 def test_tiny_tower_matches_the_workflow_encoding_and_the_search_is_seeded():
     from finextract import text
 
@@ -73,3 +90,33 @@ def test_the_caption_figure_draws_every_model(tmp_path):
             for kind, f in (("extracted", 2.0), ("true caption", 1.0))]
     plot_caption_scores(pd.DataFrame(rows), tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_extraction_finds_a_known_one_word_caption_among_the_top_seven_tokens(tmp_path):
+    """The base model DreamBooth-fine-tuned on five images with the one-word caption "zebra" (a word the
+    corpus never uses): the workflow's own commands, the default objective, the whole vocabulary scanned."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from conftest import emoji_like_images, write_private_set
+
+    write_private_set(tmp_path / "set", emoji_like_images(5), caption="zebra")
+    finextract = [sys.executable, "-m", "finextract"]
+    hyper = {"lr": 2e-4, "steps_per_image": 20, "batch_size": 1, "seed": 0}
+    base = str(REPO / "resources" / "base")
+    load = ["--base", base, "--base-kind", "auto", "--precision", "auto", "--device", "cpu"]
+    subprocess.run(finextract + ["finetune", *load, "--set-folder", str(tmp_path / "set"), "--method", "dreambooth",
+                                 "--hyper", json.dumps(hyper), "--threads", "2", "--out", str(tmp_path / "ft")],
+                   check=True, cwd=REPO)
+    subprocess.run(finextract + ["extract-caption", *load, "--ft-dir", str(tmp_path / "ft"), "--ft-method", "dreambooth",
+                                 "--set-folder", str(tmp_path / "set"), "--lengths", "1", "--iterations", "20",
+                                 "--step", "0.05", "--seed", "0", "--rank", "1", "--objective", "pca_delta", "--scan-tokens", "--threads", "2",
+                                 "--out", str(tmp_path / "captions")], check=True, cwd=REPO)
+    ranks = pd.read_csv(tmp_path / "captions" / "true_tokens.csv")
+    assert ranks["token"].tolist() == ["zebra"]
+    assert int(ranks["rank"].iloc[0]) <= 7, ranks
+    assert ranks["of"].iloc[0] > 30_000  # the whole vocabulary but its special tokens

@@ -25,7 +25,7 @@ rule extract_caption:
     shell:
         "$FINEXTRACT extract-caption {params.load} {params.finetuned} --ft-method {wildcards.ft} "
         "{params.caption} --lengths {params.lengths} --iterations {params.c[iterations]} --step {params.c[step]} "
-        "--seed {params.c[seed]} --rank {params.c[rank]} {params.scan} --threads {threads} --out {output} "
+        "--seed {params.c[seed]} --rank {params.c[rank]} --objective {params.c[objective]} {params.scan} --threads {threads} --out {output} "
         "2>&1 | tee {log}"
 
 

@@ -1,0 +1,78 @@
+"""Does caption extraction find a known one-word caption? A battery on the tiny-world base.
+
+For each word and fine-tuning method: fine-tune ``--base`` on ``--n-images`` coloured discs
+(tests/conftest.py's emoji_like_images) with the caption ``word``, then rank the word among one-token prompts
+under each objective (finextract.captions.OBJECTIVES), over the whole vocabulary or a seeded random sample of
+it plus the word. Writes one CSV row per (word, method, objective).
+
+    .venv/bin/python scripts/caption_probe.py --words zebra castle violin tiger rocket --sample 1000 \
+        --out results/caption-probe/ranks.csv
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import emoji_like_images  # noqa: E402
+from finextract.captions import OBJECTIVES, caption_direction, cross_attention_weights, text_tower, token_scores  # noqa: E402
+from finextract.finetune import FinetuneConfig, finetune  # noqa: E402
+from finextract.models import load_base  # noqa: E402
+
+LORA = {"lora_rank": 16, "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]}
+LR = {"dreambooth": 2e-4, "lora": 2e-3}  # config/config.yaml's
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", default=str(REPO / "resources" / "base"))
+    parser.add_argument("--words", nargs="+", required=True, help="one-token captions")
+    parser.add_argument("--methods", nargs="+", default=["dreambooth", "lora"])
+    parser.add_argument("--steps-per-image", type=int, default=20)
+    parser.add_argument("--n-images", type=int, default=5)
+    parser.add_argument("--sample", type=int, default=1000, help="candidate tokens besides the word; 0: whole vocabulary")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for word in args.words:
+        for method in args.methods:
+            base = load_base(args.base, device="cpu")
+            tower = text_tower(base)
+            ids = tower.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise SystemExit(f"--words: {word!r} is {len(ids)} tokens for this text encoder, not one")
+            candidates = tower.candidate_ids()
+            if args.sample:
+                order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))
+                candidates = torch.unique(torch.cat([candidates[order[:args.sample]], torch.tensor(ids)]))
+            before = cross_attention_weights(base.unet)
+            cfg = FinetuneConfig(method=method, lr=LR[method], steps_per_image=args.steps_per_image,
+                                 **(LORA if method == "lora" else {}))
+            with tempfile.TemporaryDirectory() as tmp:
+                finetune(base, emoji_like_images(args.n_images), word, cfg, Path(tmp), progress=False, in_place=True)
+            after = cross_attention_weights(base.unet)
+            for objective in OBJECTIVES:
+                start = time.time()
+                scores = token_scores(tower, caption_direction(before, after, objective=objective), ids=candidates)
+                rank = int((scores["token_id"] == ids[0]).to_numpy().nonzero()[0][0]) + 1
+                rows.append({"word": word, "method": method, "steps_per_image": args.steps_per_image,
+                             "n_images": args.n_images, "objective": objective, "rank": rank, "of": len(scores),
+                             "top5": " ".join(scores["token"].head(5)), "scan_s": round(time.time() - start, 1)})
+                print(rows[-1], flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+
+
+if __name__ == "__main__":
+    main()
