@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import emoji_like_images  # noqa: E402
 from finextract.captions import OBJECTIVES, caption_direction, cross_attention_weights, text_tower, token_scores  # noqa: E402
+from finextract.data import load_private_set  # noqa: E402
 from finextract.finetune import FinetuneConfig, finetune  # noqa: E402
 from finextract.models import load_base  # noqa: E402
 
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["dreambooth", "lora"])
     parser.add_argument("--steps-per-image", type=int, default=20)
     parser.add_argument("--n-images", type=int, default=5)
+    parser.add_argument("--images", default=None, help="a private set folder to fine-tune on instead of the discs")
+    parser.add_argument("--template", default="{}", help="the caption around the word, e.g. 'art style of {}'")
     parser.add_argument("--sample", type=int, default=1000, help="candidate tokens besides the word; 0: whole vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -58,15 +61,18 @@ def main() -> None:
             before = cross_attention_weights(base.unet)
             cfg = FinetuneConfig(method=method, lr=LR[method], steps_per_image=args.steps_per_image,
                                  **(LORA if method == "lora" else {}))
+            images = (load_private_set("probe", args.images, base.resolution, word).images if args.images
+                      else emoji_like_images(args.n_images))
             with tempfile.TemporaryDirectory() as tmp:
-                finetune(base, emoji_like_images(args.n_images), word, cfg, Path(tmp), progress=False, in_place=True)
+                finetune(base, images, args.template.format(word), cfg, Path(tmp), progress=False, in_place=True)
             after = cross_attention_weights(base.unet)
             for objective in OBJECTIVES:
                 start = time.time()
                 scores = token_scores(tower, caption_direction(before, after, objective=objective), ids=candidates)
                 rank = int((scores["token_id"] == ids[0]).to_numpy().nonzero()[0][0]) + 1
-                rows.append({"word": word, "method": method, "steps_per_image": args.steps_per_image,
-                             "n_images": args.n_images, "objective": objective, "rank": rank, "of": len(scores),
+                rows.append({"word": word, "caption": args.template.format(word), "method": method,
+                             "steps_per_image": args.steps_per_image, "images": args.images or "discs",
+                             "n_images": len(images), "objective": objective, "rank": rank, "of": len(scores),
                              "top5": " ".join(scores["token"].head(5)), "scan_s": round(time.time() - start, 1)})
                 print(rows[-1], flush=True)
     out = Path(args.out)
