@@ -8,7 +8,8 @@ every such layer's rows, Eq. 19 scores a prompt by
     F(e) = ‖(PCA[β⁺] − PCA[β⁻]) eᵀ‖,
 
 with PCA the rank-r approximation (r = 1, as App. A.2 describes: the main direction of the row space,
-uncentred), or by the same norm with PCA[β⁺ − β⁻], the form the paper derives first (``OBJECTIVES``). A prompt is found by projected gradient ascent over hard prompts (Wen et al.'s PEZ): keep
+uncentred), or by the same norm with PCA[β⁺ − β⁻], the form the paper derives first (``OBJECTIVES``).
+A prompt is found by projected gradient ascent over hard prompts (Wen et al.'s PEZ): keep
 continuous token embeddings, project them to the nearest vocabulary tokens (cosine) for the forward pass
 through the frozen text encoder, and step the continuous embeddings with the gradient taken at the
 projected ones (L2-normalised steps: the paper's "L2-PGD"). Besides the prompt, every single vocabulary
