@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -28,8 +29,10 @@ from finextract.data import load_private_set  # noqa: E402
 from finextract.finetune import FinetuneConfig, finetune  # noqa: E402
 from finextract.models import load_base  # noqa: E402
 
-LORA = {"lora_rank": 16, "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]}
-LR = {"dreambooth": 2e-4, "lora": 2e-3}  # config/config.yaml's
+# the default recipe's learning rates and LoRA shape, read from the config rather than copied
+FINETUNE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["finetune"]
+LORA = {"lora_rank": int(FINETUNE["lora"]["rank"]), "lora_targets": list(FINETUNE["lora"]["targets"])}
+LR = {method: float(FINETUNE[method]["lr"]) for method in ("dreambooth", "lora")}
 
 
 def main() -> None:
