@@ -74,6 +74,34 @@ def load_candidates(folder: str | Path, resolution: int) -> tuple[list[Path], np
     return files, np.stack([load_image(p, resolution) for p in files])
 
 
+MIN_REFERENCE = 19  # known non-members: with R of them the smallest p is 1 / (R + 1), 0.05 at R = 19
+
+
+def check_reference(folder: str | Path, candidates: list[Path]) -> list[Path]:
+    """The membership test's reference folder: readable images of the candidates' size, at least
+    :data:`MIN_REFERENCE` of them, none a byte copy of a candidate (a candidate cannot be its own null)."""
+    import hashlib
+
+    files = candidate_files(folder)
+    if len(files) < MIN_REFERENCE:
+        raise AuditInputError(f"reference folder {folder}: {len(files)} image(s); at least {MIN_REFERENCE} known "
+                              f"non-members are needed (with R of them the smallest p-value is 1/(R+1))")
+    size, theirs = check_candidate_sizes(files), check_candidate_sizes(candidates)
+    if size != theirs:
+        raise AuditInputError(f"reference folder {folder}: images are {size[0]}x{size[1]}, the candidates "
+                              f"{theirs[0]}x{theirs[1]}; prepare the reference exactly like the candidates")
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    candidate_digests = {digest(p): p.name for p in candidates}
+    shared = [f"{p.name} = candidate {candidate_digests[d]}" for p in files if (d := digest(p)) in candidate_digests]
+    if shared:
+        raise AuditInputError(f"reference folder {folder}: {len(shared)} image(s) also among the candidates "
+                              f"({'; '.join(shared[:3])}); a known non-member cannot be a candidate")
+    return files
+
+
 def read_labels(folder: str | Path, files: list[Path]) -> np.ndarray | None:
     """Known membership (``labels.csv``: file, member 1/0), for measuring the audit; None if absent."""
     path = Path(folder) / LABELS_FILE
