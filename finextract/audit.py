@@ -196,19 +196,62 @@ def audit_table(candidate_files_: list[Path], candidates: np.ndarray, candidate_
 
 
 def measure(table: pd.DataFrame, alpha: float = 0.05) -> dict[str, float]:
-    """How well the audit separates known members (the table's ``member`` column) from non-members:
-    AUC and TPR at 1 % FPR of −log p (ties broken by similarity), the share of each called used at
-    p ≤ alpha, and per method the AUC of the similarity alone and of its margin over the control."""
+    """How well the extraction evidence separates known members (the table's ``member`` column) from
+    non-members: AUC and TPR at 1 % and 0.1 % FPR of −log p (ties broken by similarity), with bootstrap
+    intervals (``_lo``, ``_hi``), the share of each called used at p ≤ alpha, and per method the AUC of
+    the similarity alone and of its margin over the control."""
+    from .membership.evaluate import bootstrap_roc
+
     members = table["member"].to_numpy()
     methods = [c[len("similarity_"):] for c in table.columns if c.startswith("similarity_")]
     lead = table[[f"similarity_{m}" for m in methods]].max(axis=1).to_numpy()
     score = -np.log(table["p"].to_numpy()) + 1e-6 * lead  # lead only breaks ties of p
     row = {"members": int(members.sum()), "non_members": int((members == 0).sum()),
-           "AUC": roc_auc(score, members), "TPR@1%FPR": tpr_at_fpr(score, members, 0.01),
+           **bootstrap_roc(score, members),
            f"TPR@p<={alpha:g}": float((table["p"].to_numpy()[members == 1] <= alpha).mean()),
            f"FPR@p<={alpha:g}": float((table["p"].to_numpy()[members == 0] <= alpha).mean())}
     for m in methods:
         row[f"AUC_{m}"] = roc_auc(table[f"similarity_{m}"].to_numpy(), members)
         margin = table[f"similarity_{m}"].to_numpy() - table[f"control_{m}"].to_numpy()
         row[f"AUC_margin_{m}"] = roc_auc(margin, members)
+    return row
+
+
+def merge_membership(table: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame:
+    """The extraction table with the membership test's score, p and q beside it (candidates matched by
+    file name), ranked by the membership p (ties: the higher score first); the extraction's combined p
+    and q become ``extraction_p`` and ``extraction_q``."""
+    candidates = membership[membership["role"] == "candidate"]
+    by_name = {Path(f).name: row for f, row in zip(candidates["file"], candidates.itertuples(index=False))}
+    names = [Path(c).name for c in table["candidate"]]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise AuditInputError(f"membership table lacks candidates {', '.join(missing[:3])}")
+    merged = table.drop(columns="rank").rename(columns={"p": "extraction_p", "q": "extraction_q"})
+    position = 2 if "member" in merged else 1
+    for offset, column in enumerate(("membership", "membership_p", "membership_q")):
+        merged.insert(position + offset, column, [getattr(by_name[n], column) for n in names])
+    merged = merged.sort_values(["membership_p", "membership"], ascending=[True, False], kind="mergesort")
+    merged.insert(0, "rank", range(1, len(merged) + 1))
+    return merged.reset_index(drop=True)
+
+
+def measure_membership(membership: pd.DataFrame, alpha: float = 0.05) -> dict[str, float]:
+    """The membership test on labelled candidates: the chosen score's AUC and TPR at 1 % / 0.1 % FPR
+    with bootstrap intervals (``membership_`` prefix), the shares called used at p ≤ alpha and q ≤ alpha,
+    and the same ROC figures for every computed score variant and single-model baseline (``<score>:``
+    prefix), all over the candidate folder's members and non-members."""
+    from .membership.evaluate import bootstrap_roc
+
+    candidates = membership[membership["role"] == "candidate"]
+    labels = candidates["member"].to_numpy()
+    p, q = candidates["membership_p"].to_numpy(), candidates["membership_q"].to_numpy()
+    row = {f"membership_{k}": v for k, v in bootstrap_roc(candidates["membership"].to_numpy(), labels).items()}
+    row.update({f"membership_TPR@p<={alpha:g}": float((p[labels == 1] <= alpha).mean()),
+                f"membership_FPR@p<={alpha:g}": float((p[labels == 0] <= alpha).mean()),
+                f"membership_TPR@q<={alpha:g}": float((q[labels == 1] <= alpha).mean()),
+                f"membership_FPR@q<={alpha:g}": float((q[labels == 0] <= alpha).mean())})
+    for column in (c for c in candidates.columns if c.startswith("score_")):
+        figures = bootstrap_roc(candidates[column].to_numpy(), labels)
+        row.update({f"{column[len('score_'):]}: {k}": v for k, v in figures.items()})
     return row

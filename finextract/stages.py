@@ -319,11 +319,12 @@ def run_study_summary(points: list[str], controls: list[str], study: dict, out_d
 # --- audit --------------------------------------------------------------------------------
 def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
               generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,
-              seed_offset: int, base: str, out_dir: Path) -> None:
+              seed_offset: int, base: str, out_dir: Path, membership: Path | None = None) -> None:
     """The audit of one suspect: ``audit.csv`` (ranked), ``evidence.png``, ``audit.md`` and
-    ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv)."""
-    from .audit import MethodEvidence, audit_table, draw_of, measure, read_labels
-    from .audit_report import audit_markdown, evidence_sheet
+    ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv); with
+    ``membership`` (the membership stage's table) its score, p and q beside the extraction evidence."""
+    from .audit import MethodEvidence, audit_table, draw_of, read_labels
+    from .audit_report import write_audit
     from .data import load_image
 
     files = [Path(f) for f in pd.read_csv(candidates_order)["file"]]
@@ -336,20 +337,8 @@ def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, cand
                                        np.load(ctl), draw_of(ctl_files, n_per_draw, seed_offset)))
     members = read_labels(candidates_folder, files)
     table = audit_table(files, np.load(candidates), pixels, evidence, read_rgb, members)
-    out_dir = Path(out_dir)
-    save_csv(out_dir / "audit.csv", table)
-    evidence_sheet(table, f"{name} / {ft}", out_dir / "evidence.png")
-    n_draws = len(np.unique(evidence[0].control_draws))
-    row = {"audit": name, "ft": ft, "candidates": len(table), "called_p<=0.05": int((table["p"] <= 0.05).sum()),
-           "n_generated": len(evidence[0].generated), "control_draws": n_draws}
-    measurement = measure(table) if members is not None else None
-    row.update(measurement or {})
-    save_csv(out_dir / "measurement.csv", pd.DataFrame([row]))
-    save_text(out_dir / "audit.md", audit_markdown(name, ft, table, methods, len(evidence[0].generated),
-                                                     n_draws, measurement))
-    print(f"audit {name}/{ft}: {row['called_p<=0.05']} of {len(table)} candidates at p <= 0.05"
-          + (f"; AUC {measurement['AUC']:.3f}, TPR@1%FPR {measurement['TPR@1%FPR']:.3f}" if measurement else ""),
-          flush=True)
+    write_audit(name, ft, table, methods, len(evidence[0].generated), len(np.unique(evidence[0].control_draws)),
+                Path(out_dir), membership)
 
 
 # --- defences -----------------------------------------------------------------------------

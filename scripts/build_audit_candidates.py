@@ -4,7 +4,9 @@
     .venv/bin/python scripts/build_audit_candidates.py     # seconds; needs npm, apt-get, rsvg-convert
 
 Members are byte copies of the default private sets; non-members are same-style images that were
-never in them (finextract/corpus/audit_candidates.py says which and how they are prepared).
+never in them, and each set's reference folder (resources/audit/<set>-reference/) holds known
+non-members for the membership test's p-values (finextract/corpus/audit_candidates.py says which and
+how they are prepared).
 docs/audit.md reports what `snakemake audit` measures on them.
 """
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from finextract.corpus.audit_candidates import write_openmoji_candidates, write_wesnoth_candidates  # noqa: E402
+from finextract.audit import candidate_files  # noqa: E402
+from finextract.corpus.audit_candidates import (reference_folder, write_openmoji_candidates,  # noqa: E402
+                                                write_wesnoth_candidates)
 
 
 def main(argv=None) -> None:
@@ -28,7 +32,9 @@ def main(argv=None) -> None:
     for name, write in (("openmoji-style", write_openmoji_candidates), ("wesnoth-drake", write_wesnoth_candidates)):
         labels = write(datasets / name, args.out / name, args.cache)
         print(f"{args.out / name}: {int(labels['member'].sum())} members, {int((labels['member'] == 0).sum())} "
-              f"non-members ({', '.join(f'{k} {v}' for k, v in labels['kind'].value_counts().items())})")
+              f"non-members ({', '.join(f'{k} {v}' for k, v in labels['kind'].value_counts().items())}); "
+              f"{reference_folder(args.out / name)}: {len(candidate_files(reference_folder(args.out / name)))} "
+              "known non-members")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The membership audit: its p-values, multiple-testing corrections, ranking and input checks."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from conftest import REPO, SCHEMAS, load_test_config
-from finextract.audit import (AuditInputError, MethodEvidence, audit_table, benjamini_hochberg, bonferroni_min,
-                              draw_of, empirical_p, load_candidates, measure, read_labels)
+from finextract.audit import (MIN_REFERENCE, AuditInputError, MethodEvidence, audit_table, benjamini_hochberg,
+                              bonferroni_min, check_reference, draw_of, empirical_p, load_candidates, measure,
+                              merge_membership, read_labels)
 from finextract.config import ConfigError, validate_config
 from finextract.roc import roc_auc, tpr_at_fpr
 
@@ -122,6 +125,9 @@ def test_bad_audit_config_fails_before_any_job(tmp_path):
         (audit_config(good, methods=["finextract_uncond"]), "audit.methods: finextract_uncond not in sampling.methods"),
         (audit_config(good, control_draws=0), "audit.control_draws: 0 is less than the minimum of 1"),
         (audit_config(good, extra=1), "audit.extra: unknown key"),
+        (audit_config(good, membership={"timesteps": 0}), "audit.membership.timesteps: 0 is less than the minimum of 1"),
+        (audit_config(good, membership={"draws": -2}), "audit.membership.draws: -2 is less than the minimum of 1"),
+        (audit_config(good, membership={"score": "loss"}), "audit.membership.score"),
     ]
     for config, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -133,10 +139,66 @@ def test_shipped_candidates_are_labelled_and_prepared_like_the_members():
         folder = REPO / "resources" / "audit" / name
         files, images = load_candidates(folder, 32)
         labels = read_labels(folder, files)
-        assert labels.sum() == members and (labels == 0).sum() >= 40
+        assert labels.sum() == members and (labels == 0).sum() >= 100  # a measurement's non-members
+        reference = check_reference(REPO / "resources" / "audit" / f"{name}-reference", files)
+        assert len(reference) >= 250
         private = sorted((REPO / "resources" / "datasets" / name / "images").glob("*.png"))
         for path in private:  # members are byte copies of the private set
             assert (folder / "images" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_bad_reference_folder_fails_before_any_job(tmp_path):
+    good = REPO / "resources" / "audit" / "wesnoth-drake"
+    files = load_candidates(good, 32)[0]
+    (tmp_path / "empty").mkdir()
+    small = write_images(tmp_path / "small", [(64, 64)] * (MIN_REFERENCE - 1))
+    wrong = write_images(tmp_path / "wrong", [(72, 72)] * MIN_REFERENCE)
+    overlap = tmp_path / "overlap"
+    overlap.mkdir()
+    for path in sorted((REPO / "resources" / "audit" / "wesnoth-drake-reference" / "images").glob("*.png"))[:20]:
+        (overlap / path.name).write_bytes(path.read_bytes())
+    (overlap / "copy.png").write_bytes(files[0].read_bytes())
+    cases = [(tmp_path / "missing", "does not exist"), (tmp_path / "empty", "no candidate images"),
+             (small, f"{MIN_REFERENCE - 1} image\\(s\\); at least {MIN_REFERENCE} known non-members"),
+             (wrong, "images are 72x72, the candidates 64x64"),
+             (overlap, f"1 image\\(s\\) also among the candidates \\(copy.png = candidate {files[0].name}")]
+    for folder, message in cases:
+        with pytest.raises(AuditInputError, match=message):
+            check_reference(folder, files)
+        with pytest.raises(ConfigError, match=f"audit.suspects.mine.reference: .*{message}"):
+            config = audit_config(good)
+            config["audit"]["suspects"]["mine"]["reference"] = str(folder)
+            validate_config(config, SCHEMAS)
+
+
+def test_the_membership_command_rejects_bad_input_before_loading_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    common = [sys.executable, "-m", "finextract", "membership", "--base", str(REPO / "resources" / "base"),
+              "--base-kind", "auto", "--precision", "fp32", "--device", "cpu", "--ft-method", "dreambooth",
+              "--ft-dir", str(tmp_path / "never-read"), "--caption=a drake burner", "--score", "gap", "--seed", "0",
+              "--batch-size", "64", "--threads", "1", "--out", str(tmp_path / "out"),
+              "--candidates", str(REPO / "resources" / "audit" / "wesnoth-drake")]
+    for extra, message in ((["--timesteps", "0", "--draws", "2"], "K .timesteps. and M .draws. must be >= 1"),
+                           (["--timesteps", "4", "--draws", "2", "--reference", str(tmp_path)], "no candidate images")):
+        run = subprocess.run(common + extra, capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0 and re.search(message, run.stderr), run.stderr[-2000:]
+        assert "Loading" not in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_membership_columns_join_the_extraction_table_and_rank_it():
+    table = pd.DataFrame({"rank": [1, 2, 3], "candidate": ["a/x.png", "a/y.png", "a/z.png"], "member": [0, 1, 0],
+                          "p": [0.01, 0.2, 0.5], "q": [0.03, 0.3, 0.5]})
+    membership = pd.DataFrame({"role": ["candidate"] * 3 + ["reference"], "file": ["b/z.png", "b/y.png", "b/x.png", "r"],
+                               "membership": [0.1, 2.0, 0.3, 0.0], "membership_p": [0.5, 0.01, 0.2, np.nan],
+                               "membership_q": [0.5, 0.03, 0.3, np.nan]})
+    merged = merge_membership(table, membership)
+    assert merged["candidate"].tolist() == ["a/y.png", "a/x.png", "a/z.png"] and merged["rank"].tolist() == [1, 2, 3]
+    assert merged["extraction_p"].tolist() == [0.2, 0.01, 0.5] and "p" not in merged
+    assert list(merged.columns[:6]) == ["rank", "candidate", "member", "membership", "membership_p", "membership_q"]
+    with pytest.raises(AuditInputError, match="lacks candidates"):
+        merge_membership(table, membership.iloc[1:])
 
 
 def test_a_checkpoint_that_does_not_fit_the_base_is_named_before_any_job(tmp_path):
@@ -190,7 +252,10 @@ def test_realworld_audit_of_a_published_dreambooth_folder(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     ranked = pd.read_csv(tmp_path / "results" / "audit" / "mine" / "dreambooth" / "audit.csv")
-    assert len(ranked) == 46 and {"p_direct", "p_finextract", "q", "best_direct"} <= set(ranked.columns)
-    # θ' = θ: the suspect is one more draw of the null, so small p-values are rare
-    assert (ranked["p"] <= 0.05).mean() < 0.2
+    assert len(ranked) == 105 and {"p_direct", "p_finextract", "extraction_q", "best_direct", "membership_p",
+                                   "membership_q"} <= set(ranked.columns)
+    # θ' = θ: the suspect is one more draw of the null, so small p-values are rare ...
+    assert (ranked["extraction_p"] <= 0.05).mean() < 0.2
+    # ... and the loss gap is exactly 0 for every candidate: nothing is called used
+    assert (ranked["membership"] == 0).all() and (ranked["membership_q"] > 0.05).all()
     assert (tmp_path / "results" / "audit" / "mine" / "dreambooth" / "evidence.png").stat().st_size > 0

@@ -127,3 +127,13 @@ def test_bootstrap_roc_brackets_the_figures():
         assert row[f"{name}_lo"] <= row[name] <= row[f"{name}_hi"]
     perfect = bootstrap_roc(np.r_[np.full(10, 5.0), rng.normal(size=100)], labels, resamples=50)
     assert perfect["AUC"] == perfect["AUC_lo"] == 1.0
+
+
+def test_a_caption_the_text_encoder_cuts_gets_a_note_before_any_model_loads():
+    from conftest import REPO
+    from finextract.membership.run import tiny_caption_note
+
+    base = str(REPO / "resources" / "base")
+    assert tiny_caption_note(base, "a drake burner") is None
+    note = tiny_caption_note(base, "a drake burner " * 8)
+    assert note and "the text encoder sees the first 16" in note
