@@ -97,7 +97,28 @@ def _audit(args: argparse.Namespace) -> None:
         raise SystemExit("--methods, --generated and --controls must list one entry per method")
     run_audit(args.name, args.ft, args.candidates, Path(args.candidate_embeddings), Path(args.candidate_order),
               [Path(g) for g in args.generated], [Path(c) for c in args.controls], args.methods,
-              args.n_per_draw, args.seed_offset, args.base, Path(args.out))
+              args.n_per_draw, args.seed_offset, args.base, Path(args.out),
+              membership=Path(args.membership) if args.membership else None)
+
+
+def _membership(args: argparse.Namespace) -> None:
+    from .audit import AuditInputError
+    from .membership.run import membership_inputs, run_membership
+    from .membership.score import LossGrid
+
+    caption = args.caption
+    if args.caption_file:
+        caption = Path(args.caption_file).read_text().strip()
+    if not caption:
+        raise SystemExit("finextract membership: give the fine-tuning caption (--caption=TEXT or --caption-file)")
+    try:  # bad input fails here, before any model is loaded
+        grid = LossGrid(args.timesteps, args.draws, args.seed)
+        membership_inputs(args.candidates, args.reference)
+    except (AuditInputError, ValueError) as error:
+        raise SystemExit(f"finextract membership: {error}")
+    run_membership(args.base, args.ft_method, args.ft_dir, caption, args.candidates, args.reference, grid,
+                   args.score, Path(args.out), batch_rows=args.batch_size, threads=args.threads,
+                   ft_options=_finetuned_options(args), **_load_options(args))
 
 
 def _audit_summary(args: argparse.Namespace) -> None:
@@ -407,7 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, required=True)
     p.add_argument("--base", required=True)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--membership", default=None, help="membership.csv of the membership stage (score, p, q)")
     p.set_defaults(func=_audit)
+
+    p = sub.add_parser("membership", help="membership test of candidate images from θ and θ' (the loss gap)")
+    _add_load_options(p)
+    p.add_argument("--ft-dir", required=True)
+    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora"])
+    p.add_argument("--caption", default=None, help="the fine-tuning caption, as text (pass it as --caption=TEXT)")
+    p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
+    p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")
+    p.add_argument("--reference", default=None, help="folder of known non-members: the p-values' null")
+    p.add_argument("--score", required=True, choices=["gap", "gap_uncond", "clid_gap", "log_ratio"])
+    p.add_argument("--timesteps", type=int, required=True, help="K")
+    p.add_argument("--draws", type=int, required=True, help="M")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True, help="UNet rows per forward")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_membership)
 
     p = sub.add_parser("audit-summary", help="one table of every audit's counts and measured figures")
     p.add_argument("--measurements", nargs="+", required=True)

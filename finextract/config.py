@@ -616,7 +616,7 @@ def audit_cases(audit: dict, targets: dict[str, AttackTarget]) -> list[AuditCase
 def check_audit(audit: dict, targets: dict[str, AttackTarget]) -> None:
     """Before any sampling: each suspect names a target that is fine-tuned, its methods are sampled
     for that target, and its candidates are readable images of one size (with valid labels)."""
-    from .audit import AuditInputError, candidate_files, check_candidate_sizes, read_labels
+    from .audit import AuditInputError, candidate_files, check_candidate_sizes, check_reference, read_labels
 
     for name, spec in audit["suspects"].items():
         key = f"audit.suspects.{name}"
@@ -638,3 +638,8 @@ def check_audit(audit: dict, targets: dict[str, AttackTarget]) -> None:
             read_labels(spec["candidates"], files)
         except AuditInputError as error:
             raise ConfigError(f"{key}.candidates: {error}") from None
+        if spec.get("reference"):
+            try:
+                check_reference(spec["reference"], files)
+            except AuditInputError as error:
+                raise ConfigError(f"{key}.reference: {error}") from None
