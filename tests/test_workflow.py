@@ -116,13 +116,15 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert (results / "n_sweep" / "n_sweep.png").stat().st_size > 0
 
     # The audit reuses the run's samples: it samples only the control draws (2 draws x 10 seeds = 2 shards,
-    # direct and finextract, per fine-tuning method), then ranks the 46 candidates of the Wesnoth folder.
+    # direct and finextract, per fine-tuning method), scores the 105 candidates of the Wesnoth folder from
+    # both weights, and ranks them by that membership p.
     plan = planned_jobs(config, "audit")
     assert "sample_shard" not in plan and plan["audit_control_shard"] == 8 and plan["audit_score"] == 2
+    assert plan["audit_membership"] == 2
     snakemake("audit", "--configfile", str(config))
     ranked = pd.read_csv(results / "audit" / "wesnoth" / "dreambooth" / "audit.csv")
-    assert len(ranked) == 46 and ranked["rank"].tolist() == list(range(1, 47))
-    assert ranked["p"].is_monotonic_increasing and ranked["p"].min() >= 1 / (1 + 2 * 46)
+    assert len(ranked) == 105 and ranked["rank"].tolist() == list(range(1, 106))
+    assert ranked["membership_p"].is_monotonic_increasing and ranked["extraction_p"].min() >= 1 / (1 + 2 * 105)
     assert "not proof of non-use" in (results / "audit" / "wesnoth" / "lora" / "audit.md").read_text()
     summary = pd.read_csv(results / "audit" / "summary.csv")
     assert set(summary["ft"]) == {"dreambooth", "lora"} and summary["AUC"].between(0, 1).all()
@@ -151,7 +153,7 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     # The Snakemake report of the run and its audit: one self-contained HTML file, opened in a real browser.
     report = tmp_path / "report.html"
     snakemake("all", "audit", "--configfile", str(config), "--report", str(report))
-    check_report_in_browser(report, tmp_path, extra=("Audit", "evidence sheet"))
+    check_report_in_browser(report, tmp_path, extra=("Audit", "evidence sheet", "membership test from the weights"))
 
     # Changing w' reruns sampling and what follows for that method only, never fine-tuning.
     changed_w = smoke_config(tmp_path, **{"sampling.methods.finextract.w": {"dreambooth": 2.0, "lora": 4.0}})

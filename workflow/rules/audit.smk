@@ -1,6 +1,75 @@
-# The membership audit (docs/audit.md): for each candidate image, its best match among the suspect's
+# The membership audit (docs/audit.md): for each candidate image, the membership test from both weights
+# (the θ/θ' loss gap, audit_membership) and the extraction evidence: its best match among the suspect's
 # samples (the workflow's own, reused) and an empirical p-value under the never-fine-tuned base,
 # sampled with the same caption, method and N in audit.control_draws independent draws.
+from snakemake.iocontainers import Wildcards
+
+from finextract.data import read_caption
+
+MEMBERSHIP = AUDIT["membership"] if AUDIT else {"enabled": False}
+
+
+def suspect_wildcards(wildcards):
+    """An audit job's {name, ft} as the {set, ft} the target helpers of common.smk read."""
+    return Wildcards(fromdict={"set": audit_set(wildcards), "ft": wildcards.ft})
+
+
+def audit_reference_files(wildcards):
+    from finextract.audit import candidate_files
+
+    folder = audit_spec(wildcards).get("reference")
+    return [str(p) for p in candidate_files(folder)] if folder else []
+
+
+def membership_caption(wildcards):
+    """The caption θ' was fine-tuned with: the known one as text, or the file extract-caption wrote."""
+    t = TARGETS[audit_set(wildcards)]
+    if t.extracts_caption:
+        return f"--caption-file {shlex.quote(os.path.join(extracted_caption(suspect_wildcards(wildcards))[0], 'caption.txt'))}"
+    return shlex.quote(f"--caption={t.caption if t.caption is not None else read_caption(Path(t.images))}")
+
+
+def membership_checkpoint(wildcards, input):
+    t = TARGETS[audit_set(wildcards)]
+    return shlex.quote(t.finetuned[wildcards.ft] if t.realworld else input.finetuned)
+
+
+def audit_membership_input(wildcards):
+    return [f"{AUDIT_ROOT}/{wildcards.name}/{wildcards.ft}/membership.csv"] if MEMBERSHIP["enabled"] else []
+
+
+rule audit_membership:
+    input:
+        finetuned=lambda wc: finetune_output(suspect_wildcards(wc)),
+        caption=lambda wc: extracted_caption(suspect_wildcards(wc)),
+        candidates=audit_candidate_files,
+        reference=audit_reference_files,
+    output:
+        table=f"{AUDIT_ROOT}/{{name}}/{{ft}}/membership.csv",
+        losses=f"{AUDIT_ROOT}/{{name}}/{{ft}}/losses.npy",
+        summary=f"{AUDIT_ROOT}/{{name}}/{{ft}}/membership.json",
+    params:
+        load=lambda wc: load_args(suspect_wildcards(wc)),
+        checkpoint=membership_checkpoint,
+        caption=membership_caption,
+        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
+        reference=lambda wc: (f"--reference {shlex.quote(audit_spec(wc)['reference'])}"
+                              if audit_spec(wc).get("reference") else ""),
+        score=MEMBERSHIP.get("score"),
+        grid=lambda wc: (f"--timesteps {MEMBERSHIP['timesteps']} --draws {MEMBERSHIP['draws']} "
+                         f"--seed {MEMBERSHIP['seed']} --batch-size {MEMBERSHIP['batch_size']}"),
+        out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
+    log:
+        f"{RESULTS}/logs/audit/{{name}}/{{ft}}.membership.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
+    shell:
+        "$FINEXTRACT membership {params.load} --ft-method {wildcards.ft} --ft-dir {params.checkpoint} "
+        "{params.caption} --candidates {params.folder} {params.reference} --score {params.score} {params.grid} "
+        "--threads {threads} --out {params.out:q} 2>&1 | tee {log:q}"
 
 
 rule audit_control_shard:
@@ -80,6 +149,7 @@ rule audit_score:
         candidate_order=f"{AUDIT_ROOT}/{{name}}/candidates.order.csv",
         generated=audit_method_inputs("generated"),
         controls=audit_method_inputs("control"),
+        membership=audit_membership_input,
     output:
         table=report(f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.csv", caption="../report/audit_table.rst",
                      category="Audit", subcategory="{name}", labels={"suspect": "{name}", "fine-tuning": "{ft}",
@@ -96,6 +166,7 @@ rule audit_score:
         n=lambda wc: target_n(audit_set(wc)),
         offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
+        membership=lambda wc, input: f"--membership {shlex.quote(input.membership[0])}" if input.membership else "",
     log:
         f"{RESULTS}/logs/audit/{{name}}/{{ft}}.log",
     localrule: True
@@ -104,6 +175,7 @@ rule audit_score:
         "--candidate-embeddings {input.candidates} --candidate-order {input.candidate_order} "
         "--methods {params.methods} --generated {input.generated} --controls {input.controls} "
         "--n-per-draw {params.n} --seed-offset {params.offset} --base {params.base} --out {params.out} "
+        "{params.membership} "
         "2>&1 | tee {log}"
 
 
