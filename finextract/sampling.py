@@ -82,16 +82,19 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_batch(pair: ModelPair, caption: str, seeds: list[int], method: str, steps: int,
+def sample_batch(pair: ModelPair, caption: str | list[str], seeds: list[int], method: str, steps: int,
                  w: float, k: float = 0.0, scheduler_kind: str = "ddim",
                  interval: tuple[float, float] | None = None) -> np.ndarray:
+    """Images for ``seeds`` with one caption, or one caption per seed (a list as long as ``seeds``)."""
+    if not isinstance(caption, str) and len(caption) != len(seeds):
+        raise ValueError(f"{len(caption)} captions for {len(seeds)} seeds: give one caption or one per seed")
     backbone = pair.backbone
     device = backbone.device
     dtype = next(backbone.unet.parameters()).dtype
     scheduler = backbone.sampling_scheduler(scheduler_kind)
     scheduler.set_timesteps(steps)
     latents = initial_noise(seeds, backbone.latent_shape()).to(device, dtype) * scheduler.init_noise_sigma
-    cond = backbone.encode_captions([caption]).to(device, dtype)
+    cond = backbone.encode_captions([caption] if isinstance(caption, str) else list(caption)).to(device, dtype)
     uncond = backbone.unconditional(1).to(device, dtype)
     # w' = 1 (and k = 0) reduces every guided method to θ''s own prediction: one forward instead of two
     unguided = w == 1.0 and (k == 0.0 or method != "finextract")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import save_csv, save_json, save_npy, save_png
+from .broad import CAPTION_TEMPLATES, HELDOUT_CONCEPTS, build_broad_corpus
 from .emoji import build_emoji_corpus
 
 
@@ -40,6 +41,37 @@ def write_corpus(out_dir: Path, cache: Path, resolution: int, n_concepts: int,
     save_json(out_dir / "corpus.json", {
         "digest_sha256": digest, "images": int(len(images)), "resolution": resolution,
         "concepts": int(table["concept"].nunique()), "styles": sorted(table["style"].unique()),
+        "excluded_concepts": sorted(exclude_concepts),
+    })
+    return digest
+
+
+def write_broad_corpus(out_dir: Path, cache: Path, resolution: int, exclude_concepts: set[str],
+                       heldout_count: int = HELDOUT_CONCEPTS) -> str:
+    """The broad corpus (``broad.build_broad_corpus``): ``images.npy`` + ``images.csv`` (one row per image),
+    ``captions.csv`` (one row per image and caption template, column ``image``), and the held-out concepts'
+    real images in ``heldout.npy`` + ``heldout.csv``, which pretraining never reads."""
+    out_dir = Path(out_dir)
+    corpus = build_broad_corpus(cache, resolution, exclude_concepts, heldout_count)
+    table = pd.DataFrame(corpus.rows)
+    captions = pd.DataFrame(corpus.captions)
+    heldout = pd.DataFrame(corpus.heldout_rows)
+    digest = corpus_digest(corpus.images, captions["caption"].tolist())
+    save_npy(out_dir / "images.npy", corpus.images)
+    save_csv(out_dir / "images.csv", table)
+    save_csv(out_dir / "captions.csv", captions)
+    save_npy(out_dir / "heldout.npy", corpus.heldout_images)
+    save_csv(out_dir / "heldout.csv", heldout)
+    spread = np.linspace(0, len(corpus.images) - 1, 256).round().astype(int)
+    save_png(out_dir / "preview.png", image_grid(corpus.images[spread]))
+    save_json(out_dir / "corpus.json", {
+        "kind": "broad", "digest_sha256": digest, "images": int(len(corpus.images)),
+        "captions": int(len(captions)), "resolution": resolution,
+        "concepts": int(table["unified"].nunique()),
+        "images_per_style": {s: int(n) for s, n in table["style"].value_counts().sort_index().items()},
+        "templates": dict(CAPTION_TEMPLATES),
+        "heldout_concepts": sorted(heldout["concept"].unique().tolist()),
+        "heldout_images": int(len(heldout)),
         "excluded_concepts": sorted(exclude_concepts),
     })
     return digest

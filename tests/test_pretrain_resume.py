@@ -1,0 +1,49 @@
+"""Pretraining is resumable: stopping after a checkpoint and resuming gives the weights of an uninterrupted run."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finextract import pretrain as pretraining
+from finextract.pretrain import PretrainConfig, pretrain
+
+
+def broad_style_corpus(folder):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    np.save(folder / "images.npy", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    rows = [{"image": i, "template": t, "caption": c}
+            for i in range(6) for t, c in (("concept", f"thing {i}"), ("style", "art style of google"))]
+    pd.DataFrame(rows).to_csv(folder / "captions.csv", index=False)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    broad_style_corpus(corpus)
+    config = PretrainConfig(steps=5, batch_size=4, warmup=1, checkpoint_every=2, block_out_channels=(16, 32, 32),
+                            threads=1, band_basis=True)
+    pretrain(corpus, tmp_path / "straight", config, log=lambda m: None)
+
+    save_state = pretraining._save_state
+
+    def save_then_die(path, step, *args, **kwargs):
+        save_state(path, step, *args, **kwargs)
+        if step == 2:
+            raise Killed  # the job is killed right after its first checkpoint
+
+    monkeypatch.setattr(pretraining, "_save_state", save_then_die)
+    with pytest.raises(Killed):
+        pretrain(corpus, tmp_path / "resumed", config, log=lambda m: None)
+    monkeypatch.setattr(pretraining, "_save_state", save_state)
+    pretrain(corpus, tmp_path / "resumed", config, log=lambda m: None)
+    straight = load_file(tmp_path / "straight" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    losses = [pd.read_csv(tmp_path / run / "loss.csv")["loss"].tolist() for run in ("straight", "resumed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 5
