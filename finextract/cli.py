@@ -65,14 +65,24 @@ def _finetune(args: argparse.Namespace) -> None:
 
     from .stages import run_finetune
 
+    from .provenance import write_checksums
+
     run_finetune(args.base, args.set_folder, args.caption, args.method, json.loads(args.hyper),
                  Path(args.out), threads=args.threads, snapshots=tuple(args.snapshots or ()), **_load_options(args))
+    write_checksums(args.out)  # what a job that loads this checkpoint checks it against
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from .provenance import CheckpointError, verify_checkpoint
     from .stages import run_sample
 
-    run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, args.caption, args.method,
+    caption = _caption_from(args)
+    if args.ft_dir and args.ft_method != "none":
+        try:
+            verify_checkpoint(args.ft_dir)
+        except CheckpointError as error:
+            raise SystemExit(f"finextract sample: {error}")
+    run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
                threads=args.threads, ft_options=_finetuned_options(args), memory=args.memory,
                scheduler=args.scheduler, interval=_interval(args.guidance_interval), **_load_options(args))
@@ -138,6 +148,12 @@ def _extract_caption(args: argparse.Namespace) -> None:
     from .data import read_caption
     from .stages import run_extract_caption
 
+    from .provenance import CheckpointError, verify_checkpoint
+
+    try:
+        verify_checkpoint(args.ft_dir)
+    except CheckpointError as error:
+        raise SystemExit(f"finextract extract-caption: {error}")
     truth = read_caption(Path(args.set_folder), args.caption) if args.set_folder else args.caption
     run_extract_caption(args.base, args.ft_dir, args.ft_method, args.lengths, args.iterations, args.step, args.seed,
                         args.rank, args.scan_tokens, Path(args.out), true_caption=truth, threads=args.threads,
@@ -295,14 +311,19 @@ def _guidance_w(text: str) -> float:
     return float(text)
 
 
-def _caption(text: str) -> str:
-    """The caption, or ``@caption.txt``: the caption an extract-caption run chose (finextract.captions)."""
-    if text.startswith("@"):
-        caption = Path(text[1:]).read_text().strip()
-        if not caption:
-            raise argparse.ArgumentTypeError(f"{text[1:]} is empty: expected the extracted caption")
-        return caption
-    return text
+def _caption_from(args: argparse.Namespace) -> str | None:
+    """``--caption`` is data, taken as given (a caption may start with @ or -); ``--caption-file`` names the
+    caption.txt an extract-caption run wrote (finextract.captions)."""
+    if getattr(args, "caption_file", None) is None:
+        return args.caption
+    if args.caption is not None:
+        raise SystemExit("give --caption or --caption-file, not both")
+    from .data import PrivateSetError, read_caption_file
+
+    try:
+        return read_caption_file(Path(args.caption_file))
+    except PrivateSetError as error:
+        raise SystemExit(f"--caption-file: {error}")
 
 
 def _optional_similarity(text: str) -> float | None:
@@ -392,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ft-dir", default=None)
     p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora", "none"])
     p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
-    p.add_argument("--caption", type=_caption, default=None, help="the caption, or @FILE: what extract-caption chose")
+    p.add_argument("--caption", default=None, help="the caption, as text (pass it as --caption=TEXT)")
+    p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
     p.add_argument("--w", type=_guidance_w, required=True, help="w', or @FILE: the w' a choose-w run wrote")
     p.add_argument("--k", type=float, required=True)

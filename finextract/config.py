@@ -95,6 +95,57 @@ def shard_seeds(shard: str) -> list[int]:
     return list(range(first, last + 1))
 
 
+# --- reading a config file ---------------------------------------------------------------------
+def _strict_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently:
+    a second `sampling:` block would drop the first one's keys)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicated key {key!r} (first given on line {seen[key] + 1}; "
+                        "YAML would keep only the last)", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A YAML (or JSON) config file as a dict; a syntax error or a duplicated key is a ConfigError naming
+    the file, line and column."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; expected a YAML config file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error})") from None
+    try:
+        config = yaml.load(text, Loader=_strict_loader())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(x for x in (error.context, error.problem) if x)
+        raise ConfigError(f"{where}: {what}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected keys at the top level (a mapping), found a {type(config).__name__}")
+    return config
+
+
 # --- validation: schema, then the checks a schema cannot make --------------------------------
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
@@ -325,6 +376,36 @@ def _local_unet_weights(spec: str) -> Path | None:
     return None
 
 
+def unet_module_names(base: str) -> set[str] | None:
+    """The module names of a local base's UNet, read from its safetensors header (no weights loaded):
+    every parameter ``a.b.c.weight`` gives modules ``a``, ``a.b`` and ``a.b.c``. None when not local."""
+    weights = _local_unet_weights(base)
+    if weights is None:
+        return None
+    try:
+        keys = _safetensors_keys(weights)
+    except ValueError:
+        return None  # check_base_model's business; the loader names the file
+    names = set()
+    for key in keys:
+        parts = key.split(".")[:-1]
+        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return names
+
+
+def check_lora_targets(targets: list[str], base: str, key: str) -> None:
+    """LoRA targets name UNet modules as peft matches them (the name, or its last dotted parts). A name
+    matching nothing would be dropped by peft without a word while the run's records list it."""
+    names = unet_module_names(base)
+    if names is None:
+        return
+    unknown = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if unknown:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if "attn" in n and not n.rsplit(".", 1)[-1].isdigit()})
+        raise ConfigError(f"{key}: {', '.join(map(repr, unknown))} match no module of the base UNet {base} "
+                          f"(attention modules there: {', '.join(leaves[:12])}; e.g. to_q, to_k, to_v, to_out.0)")
+
+
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
@@ -469,6 +550,8 @@ def check_config(config: dict) -> dict[str, int]:
         for ft in ft_methods:
             guidance_params(methods, method, ft)
     check_base_model(config["base_model"], "base_model")
+    if "lora" in ft_methods:
+        check_lora_targets(config["finetune"]["lora"]["targets"], config["base_model"], "finetune.lora.targets")
     n0 = {}
     folders: dict[Path, str] = {}
     for name, spec in config["private_sets"].items():

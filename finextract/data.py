@@ -39,9 +39,16 @@ class PrivateSet:
 
 
 def image_files(folder: Path) -> list[Path]:
+    """The images of a set folder, by name. Listed, never globbed: a folder named ``set [1]`` or ``a*b`` is a
+    name, not a pattern."""
+    folder = Path(folder)
     images_dir = folder / "images"
+    if folder.is_file():
+        raise PrivateSetError(f"private set folder {folder} is a file; expected a folder holding images/")
     if not folder.is_dir():
         raise PrivateSetError(f"private set folder {folder} does not exist")
+    if images_dir.exists() and not images_dir.is_dir():
+        raise PrivateSetError(f"{images_dir} is a file; expected a folder holding the private images")
     if not images_dir.is_dir():
         raise PrivateSetError(f"{folder}: expected a sub-folder images/ holding the private images")
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -59,12 +66,24 @@ def unused_files(folder: Path) -> list[str]:
 def read_caption(folder: Path, caption: str | None = None) -> str:
     if caption is not None and caption.strip():
         return caption.strip()
-    caption_file = folder / "caption.txt"
+    caption_file = Path(folder) / "caption.txt"
     if not caption_file.exists():
         raise PrivateSetError(f"{folder}: no caption — write it to {caption_file} or set 'caption' in the config")
-    text = caption_file.read_text().strip()
+    return read_caption_file(caption_file)
+
+
+def read_caption_file(caption_file: Path) -> str:
+    """The caption in a text file (UTF-8), stripped; the caption is its text, whatever characters it starts with."""
+    if caption_file.is_dir():
+        raise PrivateSetError(f"{caption_file} is a folder; expected a text file holding the caption")
+    try:
+        text = caption_file.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise PrivateSetError(f"{caption_file}: not UTF-8 text ({error}); save it as UTF-8") from None
+    except OSError as error:
+        raise PrivateSetError(f"{caption_file}: cannot be read ({error.strerror})") from None
     if not text:
-        raise PrivateSetError(f"{caption_file} is empty: expected the fine-tuning caption")
+        raise PrivateSetError(f"{caption_file} is empty: expected the caption")
     return text
 
 

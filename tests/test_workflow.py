@@ -186,6 +186,13 @@ def test_bad_config_fails_before_any_job(tmp_path):
     result = snakemake("-n", "--configfile", str(negative_w), check=False)
     assert result.returncode != 0 and "sampling.methods.cfg.w" in result.stderr + result.stdout
 
+    # A second `sampling:` block: PyYAML would keep it alone, dropping the first block's keys.
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(smoke_config(tmp_path).read_text() + "sampling:\n  methods: {direct: {}}\n")
+    result = snakemake("-n", "--configfile", str(twice), check=False)
+    assert result.returncode != 0
+    assert f"{twice}:" in result.stderr + result.stdout and "duplicated key 'sampling'" in result.stderr + result.stdout
+
 
 def test_realworld_template_validates_and_plans_sampling_for_every_target(tmp_path):
     out = snakemake("-n", "--configfile", str(REPO / "config" / "realworld.yaml"), "--quiet", "rules",

@@ -87,6 +87,7 @@ rule audit_control_shard:
         batch_size=lambda wc: target(wc).sampling["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
     threads: 1
@@ -99,7 +100,7 @@ rule audit_control_shard:
         "--method {wildcards.method} --w {params.w} --k {params.k} "
         "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} "
         "--seeds {wildcards.shard} --batch-size {params.batch_size} "
-        "--threads {threads} --out {output} 2>&1 | tee {log}"
+        "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"
 
 
 rule audit_embed_control:
@@ -117,8 +118,8 @@ rule audit_embed_control:
         mem_mb=2000,
         runtime=30,
     shell:
-        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
-        "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
+        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
 
 
 rule audit_embed_candidates:
@@ -140,7 +141,7 @@ rule audit_embed_candidates:
         runtime=10,
     shell:
         "$FINEXTRACT embed --candidates {params.folder} --base {params.base} {params.sscd} "
-        "--threads {threads} --out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+        "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
 
 
 rule audit_score:
@@ -172,11 +173,11 @@ rule audit_score:
     localrule: True
     shell:
         "$FINEXTRACT audit --name {wildcards.name} --ft {wildcards.ft} --candidates {params.folder} "
-        "--candidate-embeddings {input.candidates} --candidate-order {input.candidate_order} "
-        "--methods {params.methods} --generated {input.generated} --controls {input.controls} "
-        "--n-per-draw {params.n} --seed-offset {params.offset} --base {params.base} --out {params.out} "
+        "--candidate-embeddings {input.candidates:q} --candidate-order {input.candidate_order:q} "
+        "--methods {params.methods} --generated {input.generated:q} --controls {input.controls:q} "
+        "--n-per-draw {params.n} --seed-offset {params.offset} --base {params.base} --out {params.out:q} "
         "{params.membership} "
-        "2>&1 | tee {log}"
+        "2>&1 | tee {log:q}"
 
 
 rule audit:
@@ -190,5 +191,5 @@ rule audit:
         f"{RESULTS}/logs/audit/summary.log",
     localrule: True
     shell:
-        "$FINEXTRACT audit-summary --measurements {input} --out-csv {output.csv} --out-md {output.md} "
-        "2>&1 | tee {log}"
+        "$FINEXTRACT audit-summary --measurements {input:q} --out-csv {output.csv:q} --out-md {output.md:q} "
+        "2>&1 | tee {log:q}"

@@ -18,6 +18,7 @@ rule auto_w_sample:
         batch_size=lambda wc: target(wc).sampling["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
         finetuned=finetuned_arg,
     log:
         f"{RESULTS}/logs/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/{{shard}}.log",
@@ -30,7 +31,7 @@ rule auto_w_sample:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {wildcards.w} --k {params.k} --steps {params.steps} "
         "--scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule auto_w_score:
@@ -52,10 +53,10 @@ rule auto_w_score:
         mem_mb=3000,
         runtime=30,
     shell:
-        "($FINEXTRACT embed --images {input} {params.sscd} --threads {threads} --out {output.embeddings} "
-        "--order {output.order} && $FINEXTRACT separation --embeddings {output.embeddings} --n0 {params.n0} "
+        "($FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} --out {output.embeddings:q} "
+        "--order {output.order:q} && $FINEXTRACT separation --embeddings {output.embeddings:q} --n0 {params.n0} "
         "--w {wildcards.w} --time-cap {params.time_cap} --min-threshold {params.min_threshold} "
-        "--out {output.score}) > {log} 2>&1"
+        "--out {output.score:q}) > {log:q} 2>&1"
 
 
 rule auto_w_choice:
@@ -67,4 +68,4 @@ rule auto_w_choice:
         f"{RESULTS}/logs/auto_w/{{set}}/{{ft}}/{{method}}/choice.log",
     localrule: True
     shell:
-        "$FINEXTRACT choose-w --scores {input} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT choose-w --scores {input:q} --out {output:q} 2>&1 | tee {log:q}"

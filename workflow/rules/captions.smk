@@ -15,6 +15,7 @@ rule extract_caption:
         scan="--scan-tokens" if config["caption_extraction"]["scan_tokens"] else "",
         caption=true_caption_args,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/captions/{{set}}/{{ft}}.log",
     threads: 1
@@ -25,8 +26,8 @@ rule extract_caption:
     shell:
         "$FINEXTRACT extract-caption {params.load} {params.finetuned} --ft-method {wildcards.ft} "
         "{params.caption} --lengths {params.lengths} --iterations {params.c[iterations]} --step {params.c[step]} "
-        "--seed {params.c[seed]} --rank {params.c[rank]} --objective {params.c[objective]} {params.scan} --threads {threads} --out {output} "
-        "2>&1 | tee {log}"
+        "--seed {params.c[seed]} --rank {params.c[rank]} --objective {params.c[objective]} {params.scan} --threads {threads} --out {output:q} "
+        "2>&1 | tee {log:q}"
 
 
 rule captions:
@@ -42,4 +43,4 @@ rule captions:
         f"{RESULTS}/logs/captions/summary.log",
     localrule: True
     shell:
-        "$FINEXTRACT captions-summary --folders {input} --out {output.csv} --out-png {output.png} 2>&1 | tee {log}"
+        "$FINEXTRACT captions-summary --folders {input:q} --out {output.csv:q} --out-png {output.png:q} 2>&1 | tee {log:q}"

@@ -23,5 +23,5 @@ rule cluster:
         mem_mb=2000,
         runtime=30,
     shell:
-        "$FINEXTRACT cluster --embeddings {input.embeddings} --order {input.order} --n0 {params.n0} "
-        "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT cluster --embeddings {input.embeddings:q} --order {input.order:q} --n0 {params.n0} "
+        "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --out {output:q} 2>&1 | tee {log:q}"

@@ -3,7 +3,7 @@
 # the same function the tests call. Both modes — the embedded default (private sets we fine-tune on)
 # and real-world mode (published checkpoints, `targets:`) — become one list of attack targets that
 # the rules read. All helper functions of the rules live here.
-import glob
+import functools
 import json
 import os
 import re
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from finextract import config as fxconfig
+from finextract import provenance
+from finextract.data import image_files, read_caption
 from finextract.finetune import snapshot_name
 from finextract.study import Variant, study_variants
 
@@ -47,8 +49,37 @@ def set_folder(wildcards):
 
 
 def private_images(wildcards):
+    """The images the jobs load, listed (not globbed: a folder may be named `set [1]`)."""
     folder = target(wildcards).images
-    return sorted(glob.glob(f"{folder}/images/*")) if folder else []
+    return [str(p) for p in image_files(Path(folder))] if folder else []
+
+
+# Provenance: content digests as params, so Snakemake reruns a job when what it reads changes, whatever the
+# file times say (docs/reliability.md). Remembered per (path, size, times, inode) in .snakemake/ of the working
+# directory, and per process here: params are evaluated for every job of the DAG.
+provenance.use_cache(Path(".snakemake") / "finextract-digests.json")
+
+
+@functools.cache
+def _digest(kind, spec):
+    value = provenance.weights_digest(spec) if kind == "weights" else provenance.image_set_digest(spec)
+    provenance.save_cache()
+    return value
+
+
+def weights_digest(wildcards):
+    """θ's weights (and a real-world target's local θ'): a new model at the same path reruns what used it."""
+    t = target(wildcards)
+    digests = [_digest("weights", t.base)]
+    if t.realworld and wildcards.get("ft", fxconfig.CONTROL_FT) != fxconfig.CONTROL_FT:
+        digests.append(_digest("weights", t.finetuned[wildcards.ft]))
+    return " ".join(digests)
+
+
+def images_digest(wildcards):
+    """The private images' names and bytes: an image replaced by one with an older mtime still reruns."""
+    folder = target(wildcards).images
+    return _digest("images", folder) if folder else ""
 
 
 def extracted_caption(wildcards):
@@ -58,14 +89,20 @@ def extracted_caption(wildcards):
     return [f"{RESULTS}/captions/{t.name}/{t.ft_methods[0]}"] if t.extracts_caption else []
 
 
+@functools.cache
+def _caption_text(set_name):
+    t = TARGETS[set_name]
+    return t.caption if t.caption is not None else read_caption(Path(t.images))
+
+
 def caption_args(wildcards):
+    """The caption as a param (its text, so editing caption.txt reruns fine-tuning and sampling), passed as
+    one `--caption=TEXT` word: a caption starting with @ or - is text, never a file or a flag. A
+    `caption: extract` target reads the extracted caption.txt, an input of its jobs, with --caption-file."""
     t = target(wildcards)
-    args = f"--set-folder {shlex.quote(t.images)}" if t.images else ""
     if t.extracts_caption:
-        args += f" --caption @{shlex.quote(os.path.join(extracted_caption(wildcards)[0], 'caption.txt'))}"
-    elif t.caption is not None:
-        args += f" --caption {shlex.quote(t.caption)}"
-    return args
+        return f"--caption-file {shlex.quote(os.path.join(extracted_caption(wildcards)[0], 'caption.txt'))}"
+    return shlex.quote(f"--caption={_caption_text(t.name)}")
 
 
 def true_caption_args(wildcards):
@@ -110,7 +147,7 @@ def finetuned_arg(wildcards, input):
         return ""
     if t.realworld:
         return f"--ft-dir {shlex.quote(t.finetuned[wildcards.ft])}"
-    return f"--ft-dir {input.finetuned}"
+    return f"--ft-dir {shlex.quote(input.finetuned)}"
 
 
 def guidance(wildcards):

@@ -16,8 +16,8 @@ rule corpus:
     log:
         f"{RESULTS}/logs/corpus.log",
     shell:
-        "$FINEXTRACT corpus --cache {params.cache} --out {params.out} --resolution {params.resolution} "
-        "--concepts {params.concepts} 2>&1 | tee {log}"
+        "$FINEXTRACT corpus --cache {params.cache:q} --out {params.out:q} --resolution {params.resolution} "
+        "--concepts {params.concepts} 2>&1 | tee {log:q}"
 
 
 rule pretrain:
@@ -38,5 +38,5 @@ rule pretrain:
         mem_mb=4000,
         runtime=600,
     shell:
-        "$FINEXTRACT pretrain --corpus {params.corpus} --out {params.out} --steps {params.steps} "
-        "--threads {threads} 2>&1 | tee {log}"
+        "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} "
+        "--threads {threads} 2>&1 | tee {log:q}"

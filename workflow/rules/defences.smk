@@ -12,7 +12,10 @@ rule defence_finetune:
     params:
         hyper=defence_hyper,
         caption=caption_args,
+        folder=set_folder,
+        images=images_digest,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/defences/{{augment}}/finetune/{{set}}/{{ft}}.log",
     threads: 1
@@ -21,8 +24,8 @@ rule defence_finetune:
         mem_mb=4000,
         runtime=120,
     shell:
-        "$FINEXTRACT finetune {params.load} {params.caption} --method {wildcards.ft} --hyper {params.hyper:q} "
-        "--threads {threads} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} --method {wildcards.ft} --hyper {params.hyper:q} "
+        "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"
 
 
 rule defence_sample:
@@ -40,6 +43,7 @@ rule defence_sample:
         batch_size=config["sampling"]["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/defences/{{augment}}/samples/{{set}}/{{ft}}/{{method}}.log",
     threads: 1
@@ -48,10 +52,10 @@ rule defence_sample:
         mem_mb=3000,
         runtime=60,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned} --ft-method {wildcards.ft} {params.caption} "
+        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.w} --k {params.k} --guidance-interval {params.interval} "
         "--steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule defence_point:
@@ -79,13 +83,13 @@ rule defence_point:
         mem_mb=3000,
         runtime=30,
     shell:
-        "($FINEXTRACT embed --images {input.samples} {params.sscd} --threads {threads} "
-        "--out {output.embeddings} --order {output.order} && "
-        "$FINEXTRACT study-point --generated {output.embeddings} --order {output.order} --private {input.private} "
+        "($FINEXTRACT embed --images {input.samples:q} {params.sscd} --threads {threads} "
+        "--out {output.embeddings:q} --order {output.order:q} && "
+        "$FINEXTRACT study-point --generated {output.embeddings:q} --order {output.order:q} --private {input.private:q} "
         "--set {wildcards.set} --ft {wildcards.ft} --seed {params.seed} --steps-per-image {params.spi} "
         "--variant {wildcards.method} --time-cap {params.time_cap} --min-threshold {params.min_threshold} "
-        "--taus {params.taus} --private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
-        "--out {output.point}) > {log} 2>&1"
+        "--taus {params.taus} --private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
+        "--out {output.point:q}) > {log:q} 2>&1"
 
 
 rule defence_quality:
@@ -99,9 +103,9 @@ rule defence_quality:
         f"{RESULTS}/logs/defences/{{augment}}/quality/{{set}}/{{ft}}.log",
     localrule: True
     shell:
-        "$FINEXTRACT defence-quality --samples {input.samples} --generated {input.generated} "
-        "--private {input.private} --augment {wildcards.augment} --set {wildcards.set} --ft {wildcards.ft} "
-        "--out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT defence-quality --samples {input.samples:q} --generated {input.generated:q} "
+        "--private {input.private:q} --augment {wildcards.augment} --set {wildcards.set} --ft {wildcards.ft} "
+        "--out {output:q} 2>&1 | tee {log:q}"
 
 
 rule defences:
@@ -122,5 +126,5 @@ rule defences:
         f"{RESULTS}/logs/defences/summary.log",
     localrule: True
     shell:
-        "$FINEXTRACT defences-summary --points {input.points} --qualities {input.qualities} --out-dir {params.out} "
-        "2>&1 | tee {log}"
+        "$FINEXTRACT defences-summary --points {input.points:q} --qualities {input.qualities:q} --out-dir {params.out:q} "
+        "2>&1 | tee {log:q}"

@@ -18,8 +18,8 @@ rule embed_generated:
         mem_mb=2000,
         runtime=30,
     shell:
-        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
-        "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
+        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
 
 
 rule embed_private:
@@ -31,6 +31,7 @@ rule embed_private:
     params:
         sscd=sscd_args(),
         folder=set_folder,
+        images=images_digest,
         base=lambda wc: shlex.quote(target(wc).base),
     log:
         f"{RESULTS}/logs/embeddings/private/{{set}}.log",
@@ -40,5 +41,5 @@ rule embed_private:
         mem_mb=2000,
         runtime=10,
     shell:
-        "$FINEXTRACT embed --private-set {params.folder} --base {params.base} {params.sscd} "
-        "--threads {threads} --out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+        "$FINEXTRACT embed --private-set {params.folder:q} --base {params.base} {params.sscd} "
+        "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"

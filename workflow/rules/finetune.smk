@@ -11,7 +11,10 @@ rule finetune:
     params:
         hyper=lambda wc: json.dumps(finetune_params(wc.ft), sort_keys=True),
         caption=caption_args,
+        folder=set_folder,
+        images=images_digest,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/finetune/{{set}}/{{ft}}.log",
     threads: 1
@@ -20,6 +23,6 @@ rule finetune:
         mem_mb=4000,
         runtime=120,
     shell:
-        "$FINEXTRACT finetune {params.load} {params.caption} "
-        "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output} "
-        "2>&1 | tee {log}"
+        "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} "
+        "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output:q} "
+        "2>&1 | tee {log:q}"

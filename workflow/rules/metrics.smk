@@ -19,11 +19,11 @@ rule score:
         f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
     localrule: True
     shell:
-        "$FINEXTRACT score --private {input.private} --private-order {input.private_order} "
-        "--generated {input.generated} --clusters {input.clusters} --taus {params.taus} "
-        "--set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} --out {output} "
-        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
-        "2>&1 | tee {log}"
+        "$FINEXTRACT score --private {input.private:q} --private-order {input.private_order:q} "
+        "--generated {input.generated:q} --clusters {input.clusters:q} --taus {params.taus} "
+        "--set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} --out {output:q} "
+        "--private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
+        "2>&1 | tee {log:q}"
 
 
 rule summary:
@@ -42,9 +42,9 @@ rule summary:
         f"{RESULTS}/logs/summary/table1.log",
     localrule: True
     shell:
-        "$FINEXTRACT summary --metrics {input} --out-csv {output.csv} --out-md {output.md} "
-        "--out-all {output.all} --out-leak {output.leak} --extracted-root {params.extracted_root} "
-        "2>&1 | tee {log}"
+        "$FINEXTRACT summary --metrics {input:q} --out-csv {output.csv:q} --out-md {output.md:q} "
+        "--out-all {output.all:q} --out-leak {output.leak:q} --extracted-root {params.extracted_root:q} "
+        "2>&1 | tee {log:q}"
 
 
 rule extracted_grid:
@@ -58,4 +58,4 @@ rule extracted_grid:
         f"{RESULTS}/logs/summary/extracted_grid.log",
     localrule: True
     shell:
-        "$FINEXTRACT grid --metrics {input.metrics} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT grid --metrics {input.metrics:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -17,5 +17,5 @@ rule n0_ablation:
         f"{RESULTS}/logs/n0_ablation/n0_ablation.log",
     localrule: True
     shell:
-        "$FINEXTRACT n0-summary --metrics {input} --n0 {params.n0} --taus {params.taus} "
-        "--out-csv {output.csv} --out-png {output.png} 2>&1 | tee {log}"
+        "$FINEXTRACT n0-summary --metrics {input:q} --n0 {params.n0} --taus {params.taus} "
+        "--out-csv {output.csv:q} --out-png {output.png:q} 2>&1 | tee {log:q}"

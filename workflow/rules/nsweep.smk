@@ -20,8 +20,8 @@ rule embed_sweep:
         mem_mb=4000,
         runtime=60,
     shell:
-        "$FINEXTRACT embed --images {input} {params.sscd} --threads {threads} "
-        "--out {output.embeddings} --order {output.order} 2>&1 | tee {log}"
+        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
+        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
 
 
 rule sweep_point:
@@ -47,12 +47,12 @@ rule sweep_point:
         mem_mb=4000,
         runtime=30,
     shell:
-        "$FINEXTRACT sweep-point --generated {input.generated} --order {input.order} --private {input.private} "
+        "$FINEXTRACT sweep-point --generated {input.generated:q} --order {input.order:q} --private {input.private:q} "
         "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
         "--min-threshold {params.min_threshold} "
         "--taus {params.taus} --set {wildcards.set} --ft {wildcards.ft} --method {wildcards.method} "
-        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
-        "--out {output} 2>&1 | tee {log}"
+        "--private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
+        "--out {output:q} 2>&1 | tee {log:q}"
 
 
 rule n_sweep:
@@ -69,5 +69,5 @@ rule n_sweep:
         f"{RESULTS}/logs/n_sweep/n_sweep.log",
     localrule: True
     shell:
-        "$FINEXTRACT sweep-summary --points {input} --taus {params.taus} --out-csv {output.csv} "
-        "--out-png {output.png} 2>&1 | tee {log}"
+        "$FINEXTRACT sweep-summary --points {input:q} --taus {params.taus} --out-csv {output.csv:q} "
+        "--out-png {output.png:q} 2>&1 | tee {log:q}"

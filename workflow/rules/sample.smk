@@ -19,6 +19,7 @@ rule sample_shard:
         batch_size=lambda wc: target(wc).sampling["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
         finetuned=finetuned_arg,
     log:
         f"{RESULTS}/logs/samples/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
@@ -31,4 +32,4 @@ rule sample_shard:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.w} --k {params.k} "
         "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} --batch-size {params.batch_size} "
-        "--threads {threads} --out {output} 2>&1 | tee {log}"
+        "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"

@@ -13,7 +13,10 @@ rule study_finetune:
         hyper=lambda wc: study_hyper(wc.ft, wc.seed),
         snapshots=" ".join(str(s) for s in sorted(STUDY["steps_per_image"])),
         caption=caption_args,
+        folder=set_folder,
+        images=images_digest,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/study/finetune/{{set}}/{{ft}}/seed{{seed}}.log",
     threads: 1
@@ -22,8 +25,8 @@ rule study_finetune:
         mem_mb=4000,
         runtime=120,
     shell:
-        "$FINEXTRACT finetune {params.load} {params.caption} --method {wildcards.ft} --hyper {params.hyper:q} "
-        "--snapshots {params.snapshots} --threads {threads} --out {output} 2>&1 | tee {log}"
+        "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} --method {wildcards.ft} --hyper {params.hyper:q} "
+        "--snapshots {params.snapshots} --threads {threads} --out {output:q} 2>&1 | tee {log:q}"
 
 
 rule study_sample:
@@ -40,6 +43,7 @@ rule study_sample:
         batch_size=config["sampling"]["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/study/samples/{{set}}/{{ft}}/seed{{seed}}/spi{{spi}}/{{variant}}.log",
     threads: 1
@@ -48,11 +52,11 @@ rule study_sample:
         mem_mb=3000,
         runtime=60,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned}/{params.snapshot} --ft-method {wildcards.ft} "
+        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q}/{params.snapshot} --ft-method {wildcards.ft} "
         "{params.caption} --method {params.variant.method} --w {params.variant.w} --k {params.variant.k} "
         "--guidance-interval {params.variant.interval[0]} {params.variant.interval[1]} "
         "--steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule study_control_sample:
@@ -65,6 +69,7 @@ rule study_control_sample:
         batch_size=config["sampling"]["batch_size"],
         caption=caption_args,
         load=load_args,
+        theta=weights_digest,
     log:
         f"{RESULTS}/logs/study/samples/{{set}}/none/control.log",
     threads: 1
@@ -75,7 +80,7 @@ rule study_control_sample:
     shell:
         "$FINEXTRACT sample {params.load} --ft-method none {params.caption} --method direct --w 1 --k 0 "
         "--guidance-interval 0 1000 --steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule study_point:
@@ -105,13 +110,13 @@ rule study_point:
         mem_mb=3000,
         runtime=30,
     shell:
-        "($FINEXTRACT embed --images {input.samples} {params.sscd} --threads {threads} "
-        "--out {output.embeddings} --order {output.order} && "
-        "$FINEXTRACT study-point --generated {output.embeddings} --order {output.order} --private {input.private} "
+        "($FINEXTRACT embed --images {input.samples:q} {params.sscd} --threads {threads} "
+        "--out {output.embeddings:q} --order {output.order:q} && "
+        "$FINEXTRACT study-point --generated {output.embeddings:q} --order {output.order:q} --private {input.private:q} "
         "--set {wildcards.set} --ft {wildcards.ft} {params.cell} --variant {params.variant} "
         "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --taus {params.taus} "
-        "--private-set {params.folder} --base {params.base} --l2-delta {params.l2_delta} "
-        "--out {output.point}) > {log} 2>&1"
+        "--private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
+        "--out {output.point:q}) > {log:q} 2>&1"
 
 
 rule study:
@@ -126,5 +131,5 @@ rule study:
         f"{RESULTS}/logs/study/summary.log",
     localrule: True
     shell:
-        "$FINEXTRACT study-summary --points {input.points} --controls {input.controls} "
-        "--study {params.study:q} --out-dir {output} 2>&1 | tee {log}"
+        "$FINEXTRACT study-summary --points {input.points:q} --controls {input.controls:q} "
+        "--study {params.study:q} --out-dir {output:q} 2>&1 | tee {log:q}"
