@@ -137,3 +137,50 @@ def test_a_caption_the_text_encoder_cuts_gets_a_note_before_any_model_loads():
     assert tiny_caption_note(base, "a drake burner") is None
     note = tiny_caption_note(base, "a drake burner " * 8)
     assert note and "the text encoder sees the first 16" in note
+
+
+@pytest.fixture(scope="module")
+def sd_models(tmp_path_factory):
+    from sd_fixtures import build_sd_pipeline, build_sdxl_pipeline, save_pipeline
+    from test_altdiffusion import build_alt_pipeline
+
+    root = tmp_path_factory.mktemp("membership-sd")
+    return {"sd": save_pipeline(build_sd_pipeline(root), root / "sd"),
+            "sd-v": save_pipeline(build_sd_pipeline(root, prediction_type="v_prediction"), root / "sd-v"),
+            "sdxl": save_pipeline(build_sdxl_pipeline(root), root / "sdxl"),
+            "altdiffusion": save_pipeline(build_alt_pipeline(), root / "alt")}
+
+
+@pytest.mark.parametrize("kind", ["sd", "sd-v", "sdxl", "altdiffusion"])
+def test_the_gap_on_every_latent_backbone_for_dreambooth_and_lora(sd_models, tmp_path, kind):
+    """VAE latents, ε or v, SDXL's added conditioning, AltDiffusion's text tower: θ' = θ gives 0 exactly,
+    a changed UNet (DreamBooth) or a trained-like LoRA file (switched per row) a finite, nonzero gap."""
+    import torch
+
+    from finextract.backbones.loading import load_backbone
+    from finextract.models import load_pair
+    from sd_fixtures import ATTN_TARGETS
+    from test_sd_backbones import add_trained_like_lora
+
+    torch.set_num_threads(1)
+    backbone = load_backbone(sd_models[kind])
+    assert backbone.prediction_type == ("v_prediction" if kind == "sd-v" else "epsilon")
+    images = np.random.default_rng(0).integers(0, 256, (2, backbone.resolution, backbone.resolution, 3), np.uint8)
+    latents = images_to_latents(backbone, images)
+    assert torch.equal(latents, images_to_latents(backbone, images))  # the posterior mean: no random draw
+    grid = LossGrid(2, 2)
+    same = paired_losses(TwoUNetPair(backbone, copy.deepcopy(backbone.unet)), latents, CAPTION, grid)
+    assert np.array_equal(same[:, 0], same[:, 1])
+    changed = copy.deepcopy(backbone.unet)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    dreambooth = score_variants(paired_losses(TwoUNetPair(backbone, changed), latents, CAPTION, grid))
+    donor = load_backbone(sd_models[kind])
+    add_trained_like_lora(donor.unet)
+    donor.save_lora(donor.unet, tmp_path / "lora", rank=4, targets=list(ATTN_TARGETS))
+    pair = load_pair(load_backbone(sd_models[kind]), "lora", tmp_path / "lora")
+    lora = score_variants(paired_losses(pair, images_to_latents(pair.backbone, images), CAPTION, grid))
+    for scores in (dreambooth, lora):
+        for name in PAIRED_VARIANTS:
+            assert np.isfinite(scores[name]).all() and (scores[name] != 0).all(), name
