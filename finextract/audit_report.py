@@ -75,7 +75,7 @@ def membership_lines(summary: dict, table: pd.DataFrame, alpha: float = 0.05) ->
              f"(Benjamini–Hochberg: among those called, at most {alpha:.0%} expected not used); "
              f"{int((table['membership_p'] <= alpha).sum())} at p ≤ {alpha:g}.", "",
              f"The folder as a whole: {summary['set_test']}, p = {summary['set_p']:.3g} — {summary['set_meaning']}."]
-    lines += [f"Note: {n}" for n in summary.get("notes", [])]
+    lines += [line for n in summary.get("notes", []) for line in ("", f"Note: {n}")]
     return lines + [""]
 
 
@@ -94,8 +94,8 @@ def audit_markdown(name: str, ft: str, table: pd.DataFrame, methods: list[str], 
               f"{len(called)} candidate(s) at p ≤ {alpha:g} (Bonferroni over methods); "
               f"{int((table[q_column] <= alpha).sum())} at q ≤ {alpha:g} (Benjamini–Hochberg).", ""]
     lines = [line for line in lines if line is not None]
-    head = "| rank | candidate | " + ("membership | p | q | " if membership else "") + \
-        "best method | similarity | ℓ2 | p | q |"
+    head = "| rank | candidate | " + ("membership | membership p | membership q | " if membership else "") + \
+        "best method | similarity | ℓ2 | " + ("extraction p | extraction q |" if membership else "p | q |")
     lines += [head, "|" + " ---: |" * (head.count("|") - 1)]
     for row in table.itertuples(index=False):
         m = row.best_method

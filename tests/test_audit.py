@@ -259,3 +259,48 @@ def test_realworld_audit_of_a_published_dreambooth_folder(tmp_path):
     # ... and the loss gap is exactly 0 for every candidate: nothing is called used
     assert (ranked["membership"] == 0).all() and (ranked["membership_q"] > 0.05).all()
     assert (tmp_path / "results" / "audit" / "mine" / "dreambooth" / "evidence.png").stat().st_size > 0
+
+
+def test_write_audit_puts_the_membership_answer_beside_the_extraction_evidence(tmp_path):
+    import json
+
+    from finextract.audit_report import write_audit, write_audit_summary
+    from finextract.membership.calibrate import calibrate
+
+    rng = np.random.default_rng(0)
+    files = [tmp_path / f"c{i}.png" for i in range(12)]
+    for f in files:
+        Image.new("RGB", (8, 8), "white").save(f)
+    members = np.array([1, 1] + [0] * 10)
+    candidates = unit_rows(rng, 12)
+    evidence = [MethodEvidence("direct", unit_rows(rng, 10), [str(files[0])] * 10, unit_rows(rng, 40),
+                               np.repeat(np.arange(4), 10))]
+    table = audit_table(files, candidates, np.full((12, 8, 8, 3), 255, np.uint8), evidence,
+                        lambda f: np.asarray(Image.open(f)), members)
+    scores = np.r_[5.0, 4.0, rng.normal(size=10)]
+    reference = rng.normal(size=30)
+    answer = calibrate(scores, reference)
+    pd.DataFrame({"role": ["candidate"] * 12 + ["reference"] * 30, "file": [str(f) for f in files] + ["r"] * 30,
+                  "member": np.r_[members, np.zeros(30, int)], "membership": np.r_[scores, reference],
+                  "membership_p": np.r_[answer.p, np.full(30, np.nan)], "membership_q": np.r_[answer.q, np.full(30, np.nan)],
+                  "score_gap": np.r_[scores, reference], "score_loss": rng.normal(size=42)}
+                 ).to_csv(tmp_path / "membership.csv", index=False)
+    (tmp_path / "membership.json").write_text(json.dumps({
+        "score": "gap", "timesteps": 8, "draws": 2, "caption": "a drake burner", "null": "reference",
+        "reference": 30, "null_centre": None, "null_spread": None, "set_test": answer.set_test.test,
+        "set_p": answer.set_test.p, "set_meaning": answer.set_test.meaning, "notes": ["a note"],
+        "seconds_per_image": 0.1}))
+    out = tmp_path / "out"
+    write_audit("mine", "lora", table, ["direct"], 10, 4, out, tmp_path / "membership.csv")
+    ranked = pd.read_csv(out / "audit.csv")
+    assert ranked["candidate"].tolist()[:2] == [str(files[0]), str(files[1])]  # the two members, by score
+    assert ranked["membership_p"].iloc[0] == pytest.approx(1 / 31)
+    page = (out / "audit.md").read_text()
+    assert "not proof of non-use" in page and "Mann-Whitney" in page and "Note: a note" in page
+    assert "## Extraction evidence" in page and "| 1 | c0.png |" in page
+    assert Image.open(out / "evidence.png").size[0] > 0
+    row = pd.read_csv(out / "measurement.csv").iloc[0]
+    assert row["membership_AUC"] == 1.0 and row["membership_TPR@p<=0.05"] == 1.0 and "loss: AUC" in row
+    write_audit_summary([str(out / "measurement.csv")], tmp_path / "summary.csv", tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Membership test, with 95 % bootstrap intervals" in summary and "applied to these cells: **gap**" in summary
