@@ -281,11 +281,17 @@ def _similarity(args: argparse.Namespace) -> None:
     if args.pairs and args.images:
         raise SystemExit("finextract similarity: give two images or --pairs FILE.csv, not both")
     if args.pairs:
-        pairs = read_pairs_csv(args.pairs)
+        pairs = _pairs_from_csv(args.pairs, read_pairs_csv)
     elif len(args.images) == 2:
         pairs = [tuple(args.images)]
     else:
         raise SystemExit("finextract similarity: expected two images A B, or --pairs FILE.csv")
+    for pair in pairs:
+        for image in pair:
+            if Path(image).is_dir():
+                raise SystemExit(f"finextract similarity: {image} is a folder; expected an image file")
+            if not Path(image).is_file():
+                raise SystemExit(f"finextract similarity: {image}: no such image file")
     try:
         instrument = instrument_from_config(args.config, base=args.base)
         table = compare_pairs(pairs, instrument)
@@ -296,6 +302,34 @@ def _similarity(args: argparse.Namespace) -> None:
     else:
         for _, row in table.iterrows():
             print(describe(row, instrument))
+
+
+def _pairs_from_csv(path: str, read_pairs_csv) -> list[tuple[str, str]]:
+    """The pairs of a CSV with columns a,b; a missing, empty or malformed file is named, without a traceback."""
+    import pandas as pd
+
+    where = f"finextract similarity: --pairs {path}"
+    if Path(path).is_dir():
+        raise SystemExit(f"{where} is a folder; expected a CSV file with columns a,b")
+    if not Path(path).is_file():
+        raise SystemExit(f"{where}: no such file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise SystemExit(f"{where}: empty; expected a header a,b and one row per pair")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise SystemExit(f"{where}: not a readable CSV ({error})")
+    missing = sorted({"a", "b"} - set(table.columns))
+    if missing:
+        raise SystemExit(f"{where}: expected columns a,b; missing {', '.join(missing)} "
+                         f"(columns there: {', '.join(table.columns)})")
+    if table.empty:
+        raise SystemExit(f"{where}: no rows; expected one row per pair under the header a,b")
+    for row, (a, b) in enumerate(zip(table["a"], table["b"]), start=1):
+        for column, value in (("a", a), ("b", b)):
+            if not value.strip():
+                raise SystemExit(f"{where}: row {row}: no image in column {column}")
+    return read_pairs_csv(path)
 
 
 def _optional_sigma(text: str) -> float | None:

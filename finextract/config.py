@@ -214,13 +214,20 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
     cluster, the submit host need not have the GPUs the jobs get).
     """
     schema_dir = Path(schema_dir)
+    check_key_names(config)
     if is_realworld(config):
         validate_schema(config, schema_dir / "realworld.schema.yaml")
+        expand_home(config)
         targets = check_realworld(config)
     else:
         asked_for_defences = "defences" in config  # the schema's defaults must not fail a config without them
+        asked_for_sweep = "n_sweep" in config
         validate_schema(config, schema_dir / "config.schema.yaml")
+        expand_home(config)
         targets = attack_targets(config, check_config(config))
+        if asked_for_sweep:
+            check_sweep(config)
+        check_study(config.get("study") or {}, targets)
         missing = [m for m in config["defences"]["methods"] if m != "direct" and m not in config["sampling"]["methods"]]
         if asked_for_defences and missing:
             raise ConfigError(f"defences.methods: {', '.join(missing)} not in sampling.methods, which give w' and k")
@@ -230,11 +237,97 @@ def validate_config(config: dict, schema_dir: str | Path, *, local_exec: bool = 
         validate_schema(config["audit"], schema_dir / "audit.schema.yaml", prefix="audit")
         check_audit(config["audit"], targets)
     check_results(config["results"])
+    note_scale(config, targets)
     if local_exec:
         for target in targets.values():
             key = f"targets.{target.name}.device" if target.realworld else "device"
             check_device(target.load_options["device"], key)
     return targets
+
+
+def check_key_names(node: Any, path: tuple = ()) -> None:
+    """Every key is a name: YAML reads unquoted 2024, 1.5, no, null as a number, a boolean, None."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{_key(path)}: the key {key!r} is a {type(key).__name__} to YAML, not a name; "
+                                  f"quote it in the config (e.g. '{key}': or \"{key}\":)")
+            check_key_names(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_key_names(value, (*path, i))
+
+
+def _expand(value):
+    if isinstance(value, str) and value.startswith("lora:~"):
+        return "lora:" + os.path.expanduser(value[len("lora:"):])
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+
+def expand_home(config: dict) -> None:
+    """``~`` in a path means the home folder, in the checks and in the jobs alike (the jobs get the
+    expanded path: a shell-quoted ``~`` is never expanded)."""
+    for key in ("base_model", "results"):
+        if key in config:
+            config[key] = _expand(config[key])
+    for key in ("model", "calibration"):
+        if key in config.get("sscd", {}):
+            config["sscd"][key] = _expand(config["sscd"][key])
+    for spec in config.get("private_sets", {}).values():
+        spec["folder"] = _expand(spec["folder"])
+    for spec in [config.get("defaults", {}), *config.get("targets", [])]:
+        for key in ("pretrained", "finetuned", "images"):
+            if key in spec:
+                spec[key] = _expand(spec[key])
+    for spec in (config.get("audit") or {}).get("suspects", {}).values():
+        for key in ("candidates", "reference"):
+            if key in spec:
+                spec[key] = _expand(spec[key])
+
+
+def check_interval(interval, key: str) -> None:
+    lo, hi = interval
+    if lo > hi:
+        raise ConfigError(f"{key}: {list(interval)}: the first timestep must not exceed the second "
+                          "([lo, hi] of the 1000 training steps; [0, 1000]: guide everywhere)")
+
+
+def check_sweep(config: dict) -> None:
+    """An explicit n_sweep section selects at least one (fine-tuning, sampling) method pair that runs."""
+    sweep = config["n_sweep"]
+    off = [ft for ft in sweep["ft"] if ft not in enabled_ft_methods(config)]
+    if off:
+        raise ConfigError(f"n_sweep.ft: {', '.join(off)} is not enabled (finetune.<method>.enabled; enabled: "
+                          f"{', '.join(enabled_ft_methods(config))})")
+    missing = [m for m in sweep["methods"] if m not in config["sampling"]["methods"]]
+    if missing:
+        raise ConfigError(f"n_sweep.methods: {', '.join(missing)} not in sampling.methods "
+                          f"({', '.join(config['sampling']['methods'])}), which give w' and k")
+
+
+def check_study(study: dict, targets: dict[str, AttackTarget]) -> None:
+    unknown = [s for s in study.get("sets", []) if s not in targets]
+    if unknown:
+        raise ConfigError(f"study.sets: {', '.join(map(str, unknown))} not in private_sets ({', '.join(targets)})")
+    for i, variant in enumerate(study.get("variants", [])):
+        if "interval" in variant:
+            check_interval(variant["interval"], f"study.variants.{i}.interval")
+
+
+LARGE_RUN_IMAGES = 100_000
+
+
+def note_scale(config: dict, targets: dict[str, AttackTarget]) -> None:
+    """A config that samples more than 10^5 images is said so before its jobs are planned."""
+    combos = target_combos(targets, config.get("defaults" if is_realworld(config) else "sampling", {}).get(
+        "control", True))
+    images = sum(targets[c.set].sampling["n_per_image"] * targets[c.set].n0 for c in combos)
+    if images > LARGE_RUN_IMAGES:
+        shards = sum(len(seed_shards(targets[c.set].sampling["n_per_image"] * targets[c.set].n0,
+                                     targets[c.set].sampling["shard_size"])) for c in combos)
+        note(f"sampling plans {images:,} images in {shards:,} sampling jobs ({len(combos)} combinations of "
+             "set, fine-tuning and method; sampling.n_per_image x N0 each): hours of GPU time; the paper's "
+             "setting is 50 per image")
 
 
 def check_n0_ablation(section: dict, targets: dict[str, AttackTarget]) -> None:
@@ -318,6 +411,9 @@ def check_base_model(spec: str, key: str) -> None:
         return
     if not hub_shaped(spec):
         raise _missing_path(key, spec, what)
+    if not _hub_cached("/".join(spec.split("/")[:2])) and not _offline():
+        note(f"{key}: {spec} is no path under the working directory {Path.cwd()}; taken as a hub id owner/repo "
+             "and downloaded (a local path needs ./ in front, or give it absolute)")
     _note_uncached(spec, key)
 
 
@@ -508,6 +604,8 @@ def check_sscd(sscd: dict) -> None:
     from .similarity import BUILTIN_MODELS, check_descriptor_model
 
     calibration = sscd["calibration"]
+    if calibration and Path(calibration).is_dir():
+        raise ConfigError(f"sscd.calibration: {calibration} is a folder; expected a calibration .npz file")
     if calibration and not Path(calibration).is_file():
         raise ConfigError(f"sscd.calibration: file {calibration} does not exist "
                           "(set it to null for raw SSCD descriptors)")
@@ -517,9 +615,53 @@ def check_sscd(sscd: dict) -> None:
             check_onnx_file(Path(info.path))
     except ValueError as error:
         raise ConfigError(f"sscd.model: {error}") from None
+    if calibration:
+        check_calibration_agrees(sscd, info.model_id)
     if calibration is None:
         note("sscd.calibration is null: raw SSCD descriptors; on 32-px icons unrelated images already score "
              "near 0.6 (docs/sscd-calibration.md)")
+
+
+def check_taus(taus: list[float]) -> None:
+    """Each τ is a column A-ESR@<τ:g>: two that print alike would be one column."""
+    seen = {}
+    for tau in taus:
+        name = f"{tau:g}"
+        if name in seen:
+            raise ConfigError(f"metrics.taus: {seen[name]} and {tau} are the same column A-ESR@{name}; "
+                              "give thresholds that differ in the first six digits")
+        seen[name] = tau
+
+
+def check_base_kind(kind: str, base: str, key: str) -> None:
+    """A tiny-world base (finextract.json) is loaded as such; any other kind would fail in the job."""
+    tiny = (Path(base).expanduser() / "finextract.json").is_file()
+    if tiny and kind not in ("auto", "tiny"):
+        raise ConfigError(f"{key}: {kind}, but base_model {base} is a tiny-world model (finextract.json); "
+                          "use auto or tiny")
+    if kind == "tiny" and Path(base).expanduser().exists() and not tiny:
+        raise ConfigError(f"{key}: tiny, but base_model {base} is not a tiny-world model (no finextract.json); "
+                          "use auto")
+
+
+def check_calibration_agrees(sscd: dict, model_id: str) -> None:
+    """The calibration file records the model, resolution and blur it was fitted for (finextract.similarity):
+    a config that differs in any would fail in the first embedding job."""
+    from .similarity import load_calibration
+
+    try:
+        post = load_calibration(sscd["calibration"])
+    except ValueError as error:
+        raise ConfigError(f"sscd.calibration: {error}") from None
+    where = f"the calibration {sscd['calibration']}"
+    if post.model_id and post.model_id != model_id:
+        raise ConfigError(f"sscd.model: {sscd['model']}, but {where} was fitted for {post.model_id!r}")
+    if sscd.get("resolution") is not None and post.resolution != sscd["resolution"]:
+        raise ConfigError(f"sscd.resolution: {sscd['resolution']}, but {where} was fitted at {post.resolution}")
+    sigma = sscd.get("prefilter_sigma")
+    if sigma is not None and abs(post.prefilter_sigma - float(sigma)) > 1e-9:
+        raise ConfigError(f"sscd.prefilter_sigma: {sigma}, but {where} was fitted on images blurred with "
+                          f"σ = {post.prefilter_sigma} (null: the calibration's own)")
 
 
 def check_caption_length(set_name: str, caption: str, base: str) -> None:
@@ -549,7 +691,10 @@ def check_config(config: dict) -> dict[str, int]:
     for method in methods:
         for ft in ft_methods:
             guidance_params(methods, method, ft)
+    check_interval(config["sampling"]["guidance_interval"], "sampling.guidance_interval")
+    check_taus(config["metrics"]["taus"])
     check_base_model(config["base_model"], "base_model")
+    check_base_kind(config["base_kind"], config["base_model"], "base_kind")
     if "lora" in ft_methods:
         check_lora_targets(config["finetune"]["lora"]["targets"], config["base_model"], "finetune.lora.targets")
     n0 = {}
@@ -560,7 +705,7 @@ def check_config(config: dict) -> dict[str, int]:
         except ValueError as error:
             raise ConfigError(f"private_sets.{name}: {error}") from None
         for text in private.notes:
-            if "resized" not in text:  # resizing is normal; the fine-tuning log says it
+            if text is not private.routine_resize:  # resizing one size to the base's is normal
                 note(f"private_sets.{name}: {text}")
         same = folders.setdefault(Path(spec["folder"]).resolve(), name)
         if same != name:
@@ -663,6 +808,7 @@ def check_realworld(config: dict) -> dict[str, AttackTarget]:
                               "(the tiny world, SD 1.x/2.x, AltDiffusion), not SDXL's two; give the caption")
         for method in target.methods:
             target_guidance(target, method, target.ft_methods[0])
+        check_interval(target.sampling["guidance_interval"], f"targets[{index}].guidance_interval ({target.name})")
         check_base_model(target.base, f"targets[{index}].pretrained ({target.name})")
         check_finetuned(config["targets"][index]["finetuned"], f"targets[{index}].finetuned ({target.name})")
         check_fits_base(target.base, config["targets"][index]["finetuned"],

@@ -7,7 +7,9 @@ Layout (``resources/datasets/<set>/``, or a user's own folder)::
 
 Other files in ``images/`` are not used and are listed in a note; hidden files are ignored.
 Any image mode is converted to 8-bit RGB (16-bit and float grayscale are rescaled, not clipped;
-transparency is composited on white).
+transparency is composited on white); a photo's EXIF orientation is applied first, as image viewers do.
+Images that load but are probably not what the user meant (tiny, a long strip, rotated by EXIF, the same
+file twice, sizes mixed) get a note.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -32,6 +34,7 @@ class PrivateSet:
     files: list[Path]
     images: np.ndarray  # uint8 [N0, res, res, 3]
     notes: list[str] = field(default_factory=list)
+    routine_resize: str | None = None  # the one note that only says all images were resized alike
 
     @property
     def n0(self) -> int:
@@ -118,11 +121,17 @@ def to_square_rgb(image: Image.Image, resolution: int) -> Image.Image:
     return image
 
 
+EXIF_ORIENTATION = 0x0112
+TINY_SIDE = 8  # px: below this an image is mostly interpolation at any resolution
+STRIP_ASPECT = 4.0  # longer side / shorter side: the centre crop keeps a quarter or less
+
+
 def load_image(path: Path, resolution: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            return np.asarray(to_square_rgb(image, resolution), dtype=np.uint8)
+            upright = ImageOps.exif_transpose(image)  # a phone photo the right way up, as viewers show it
+            return np.asarray(to_square_rgb(upright, resolution), dtype=np.uint8)
     except Image.DecompressionBombError as error:
         raise PrivateSetError(_too_large(path, error)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -149,19 +158,52 @@ def load_private_set(name: str, folder: str | Path, resolution: int, caption: st
         try:
             with Image.open(path) as image:
                 sizes[path] = image.size
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
         except Image.DecompressionBombError as error:
             raise PrivateSetError(_too_large(path, error)) from None
         except (UnidentifiedImageError, OSError) as error:
             raise PrivateSetError(f"{path}: not a readable image ({error})") from error
+        if orientation in (5, 6, 7, 8):
+            sizes[path] = sizes[path][::-1]
+        if orientation != 1:
+            notes.append(f"{path.name} is rotated by its EXIF orientation ({orientation}) before use, as viewers "
+                         "show it")
+        notes.extend(f"{path.name} {problem}" for problem in _shape_problems(sizes[path], resolution))
+    notes.extend(_duplicates(files))
     distinct = sorted(set(sizes.values()))
+    routine = None
     if len(distinct) > 1:
         notes.append(f"{folder}: images of mixed sizes {distinct}; all centre-cropped and resized "
                      f"to {resolution}x{resolution}")
     elif distinct[0] != (resolution, resolution):
-        notes.append(f"{folder}: images resized from {distinct[0][0]}x{distinct[0][1]} to {resolution}x{resolution}")
+        routine = f"{folder}: images resized from {distinct[0][0]}x{distinct[0][1]} to {resolution}x{resolution}"
+        notes.append(routine)
     unused = unused_files(folder)
     if unused:
         notes.append(f"{folder / 'images'}: not images of a supported type, not used: {', '.join(unused)} "
                      f"(supported: {', '.join(IMAGE_SUFFIXES)})")
     images = np.stack([load_image(p, resolution) for p in files])
-    return PrivateSet(name, folder, text, files, images, notes)
+    return PrivateSet(name, folder, text, files, images, notes, routine)
+
+
+def _shape_problems(size: tuple[int, int], resolution: int) -> list[str]:
+    width, height = size
+    problems = []
+    if min(size) < TINY_SIDE:
+        problems.append(f"is {width}x{height} px: scaled up {resolution / min(size):.0f}-fold, it is mostly "
+                        "interpolation")
+    if max(size) >= STRIP_ASPECT * min(size):
+        problems.append(f"is {width}x{height}: the centre crop keeps the middle {min(size)}x{min(size)}, "
+                        f"{min(size) / max(size):.0%} of it")
+    return problems
+
+
+def _duplicates(files: list[Path]) -> list[str]:
+    """Files with the same bytes: one image counted twice in N0."""
+    import hashlib
+
+    groups: dict[str, list[str]] = {}
+    for path in files:
+        groups.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(path.name)
+    return [f"identical images: {', '.join(sorted(names))} (one image counted {len(names)} times in N0)"
+            for names in groups.values() if len(names) > 1]

@@ -37,7 +37,8 @@ def set_key(config, key, value):
 @pytest.fixture
 def smoke():
     config = load_test_config()
-    config.pop("audit")  # it names the smoke sets, which several tests here replace (tests/test_audit.py has its own)
+    for section in ("audit", "study"):  # they name the smoke sets, which several tests here replace
+        config.pop(section)
     return config
 
 
