@@ -109,9 +109,12 @@ def audit_markdown(name: str, ft: str, table: pd.DataFrame, methods: list[str], 
 
 
 def write_audit(name: str, ft: str, table: pd.DataFrame, methods: list[str], n_generated: int, n_draws: int,
-                out_dir: Path, membership: Path | None = None) -> None:
+                out_dir: Path, membership: Path | None = None, score: str = "gap") -> None:
     """audit.csv, evidence.png, audit.md and measurement.csv of one suspect, from the extraction table
-    and, when given, the membership stage's table (with its membership.json beside it)."""
+    and, when given, the membership stage's table (with its membership.json beside it), answered with
+    the membership score ``score`` (calibrated here from the stage's scores)."""
+    from .membership.run import answer_with
+
     labelled = "member" in table
     row = {"audit": name, "ft": ft, "candidates": len(table), "called_p<=0.05": int((table["p"] <= 0.05).sum()),
            "n_generated": n_generated, "control_draws": n_draws}
@@ -119,8 +122,12 @@ def write_audit(name: str, ft: str, table: pd.DataFrame, methods: list[str], n_g
     row.update(measurement or {})
     summary = None
     if membership is not None:
-        scored = pd.read_csv(membership)
+        scored, calibrated = answer_with(pd.read_csv(membership), score)
         summary = json.loads(Path(membership).with_name("membership.json").read_text())
+        summary.update(score=score, null=calibrated.null, null_centre=calibrated.centre,
+                       null_spread=calibrated.spread, set_test=calibrated.set_test.test,
+                       set_p=calibrated.set_test.p, set_statistic=calibrated.set_test.statistic,
+                       set_meaning=calibrated.set_test.meaning)
         table = merge_membership(table, scored)
         row.update({"membership_score": summary["score"], "null": summary["null"], "reference": summary["reference"],
                     "called_q<=0.05": int((table["membership_q"] <= 0.05).sum()), "set_test": summary["set_test"],

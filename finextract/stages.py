@@ -319,7 +319,8 @@ def run_study_summary(points: list[str], controls: list[str], study: dict, out_d
 # --- audit --------------------------------------------------------------------------------
 def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
               generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,
-              seed_offset: int, base: str, out_dir: Path, membership: Path | None = None) -> None:
+              seed_offset: int, base: str, out_dir: Path, membership: Path | None = None,
+              membership_score: str = "gap") -> None:
     """The audit of one suspect: ``audit.csv`` (ranked), ``evidence.png``, ``audit.md`` and
     ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv); with
     ``membership`` (the membership stage's table) its score, p and q beside the extraction evidence."""
@@ -338,7 +339,7 @@ def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, cand
     members = read_labels(candidates_folder, files)
     table = audit_table(files, np.load(candidates), pixels, evidence, read_rgb, members)
     write_audit(name, ft, table, methods, len(evidence[0].generated), len(np.unique(evidence[0].control_draws)),
-                Path(out_dir), membership)
+                Path(out_dir), membership, membership_score)
 
 
 # --- defences -----------------------------------------------------------------------------

@@ -61,16 +61,31 @@ def membership_table(files: list[Path], reference: list[Path], scores: dict[str,
                      members: np.ndarray | None):
     """The rows of membership.csv and the calibration of the chosen score."""
     n = len(files)
-    ref_scores = scores[chosen][n:] if reference else None
-    calibrated = calibrate(scores[chosen][:n], ref_scores)
     table = pd.DataFrame({"role": [CANDIDATE] * n + [REFERENCE_ROLE] * len(reference),
                           "file": [str(p) for p in [*files, *reference]]})
     table["member"] = np.r_[members if members is not None else np.full(n, -1), np.zeros(len(reference), int)]
-    table["membership"] = scores[chosen]
-    table["membership_p"] = np.r_[calibrated.p, np.full(len(reference), np.nan)]
-    table["membership_q"] = np.r_[calibrated.q, np.full(len(reference), np.nan)]
     for name, values in scores.items():
         table[f"score_{name}"] = values
+    return answer_with(table, chosen)
+
+
+def answer_with(table: pd.DataFrame, score: str):
+    """membership.csv's answer columns (``membership``, ``membership_p``, ``membership_q``) for ``score``,
+    from its ``score_<score>`` column: the score choice needs no model, so the audit can change it
+    without scoring anything again. Returns the table and the calibration."""
+    column = f"score_{score}"
+    if column not in table:
+        raise ValueError(f"membership table has no {column} (scores: "
+                         f"{', '.join(c[6:] for c in table.columns if c.startswith('score_'))})")
+    is_candidate = (table["role"] == CANDIDATE).to_numpy()
+    values = table[column].to_numpy()
+    calibrated = calibrate(values[is_candidate], values[~is_candidate] if (~is_candidate).any() else None)
+    table = table.drop(columns=[c for c in ("membership", "membership_p", "membership_q") if c in table])
+    p, q = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    p[is_candidate], q[is_candidate] = calibrated.p, calibrated.q
+    table.insert(3, "membership", values)
+    table.insert(4, "membership_p", p)
+    table.insert(5, "membership_q", q)
     return table, calibrated
 
 
