@@ -114,7 +114,8 @@ def _audit(args: argparse.Namespace) -> None:
     run_audit(args.name, args.ft, args.candidates, Path(args.candidate_embeddings), Path(args.candidate_order),
               [Path(g) for g in args.generated], [Path(c) for c in args.controls], args.methods,
               args.n_per_draw, args.seed_offset, args.base, Path(args.out),
-              membership=Path(args.membership) if args.membership else None)
+              membership=Path(args.membership) if args.membership else None,
+              membership_score=args.membership_score)
 
 
 def _membership(args: argparse.Namespace) -> None:
@@ -496,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, required=True)
     p.add_argument("--base", required=True)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--membership", default=None, help="membership.csv of the membership stage (score, p, q)")
+    p.add_argument("--membership", default=None, help="membership.csv of the membership stage (its scores)")
+    p.add_argument("--membership-score", default="gap", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+                   help="which of its scores answers (audit.membership.score)")
     p.set_defaults(func=_audit)
 
     p = sub.add_parser("membership", help="membership test of candidate images from θ and θ' (the loss gap)")
@@ -507,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")
     p.add_argument("--reference", default=None, help="folder of known non-members: the p-values' null")
-    p.add_argument("--score", required=True, choices=["gap", "gap_uncond", "clid_gap", "log_ratio"])
+    p.add_argument("--score", default="gap", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+                   help="the score whose p and q membership.csv carries (every score's values are in it)")
     p.add_argument("--timesteps", type=int, required=True, help="K")
     p.add_argument("--draws", type=int, required=True, help="M")
     p.add_argument("--seed", type=int, required=True)

@@ -55,7 +55,6 @@ rule audit_membership:
         folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
         reference=lambda wc: (f"--reference {shlex.quote(audit_spec(wc)['reference'])}"
                               if audit_spec(wc).get("reference") else ""),
-        score=MEMBERSHIP.get("score"),
         grid=lambda wc: (f"--timesteps {MEMBERSHIP['timesteps']} --draws {MEMBERSHIP['draws']} "
                          f"--seed {MEMBERSHIP['seed']} --batch-size {MEMBERSHIP['batch_size']}"),
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
@@ -68,7 +67,7 @@ rule audit_membership:
         runtime=60,
     shell:
         "$FINEXTRACT membership {params.load} --ft-method {wildcards.ft} --ft-dir {params.checkpoint} "
-        "{params.caption} --candidates {params.folder} {params.reference} --score {params.score} {params.grid} "
+        "{params.caption} --candidates {params.folder} {params.reference} {params.grid} "
         "--threads {threads} --out {params.out:q} 2>&1 | tee {log:q}"
 
 
@@ -167,7 +166,9 @@ rule audit_score:
         n=lambda wc: target_n(audit_set(wc)),
         offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
-        membership=lambda wc, input: f"--membership {shlex.quote(input.membership[0])}" if input.membership else "",
+        # which score answers is chosen here, from the membership job's scores: changing it scores nothing again
+        membership=lambda wc, input: (f"--membership {shlex.quote(input.membership[0])} "
+                                      f"--membership-score {MEMBERSHIP['score']}") if input.membership else "",
     log:
         f"{RESULTS}/logs/audit/{{name}}/{{ft}}.log",
     localrule: True
