@@ -251,6 +251,14 @@ def measure_membership(membership: pd.DataFrame, alpha: float = 0.05) -> dict[st
                 f"membership_FPR@p<={alpha:g}": float((p[labels == 0] <= alpha).mean()),
                 f"membership_TPR@q<={alpha:g}": float((q[labels == 1] <= alpha).mean()),
                 f"membership_FPR@q<={alpha:g}": float((q[labels == 0] <= alpha).mean())})
+    if (membership["role"] != "candidate").any():  # what the same candidates would get without the reference
+        from .membership.calibrate import calibrate
+
+        alone = calibrate(candidates["membership"].to_numpy())
+        row.update({f"empirical_null_TPR@p<={alpha:g}": float((alone.p[labels == 1] <= alpha).mean()),
+                    f"empirical_null_FPR@p<={alpha:g}": float((alone.p[labels == 0] <= alpha).mean()),
+                    f"empirical_null_TPR@q<={alpha:g}": float((alone.q[labels == 1] <= alpha).mean()),
+                    f"empirical_null_FPR@q<={alpha:g}": float((alone.q[labels == 0] <= alpha).mean())})
     for column in (c for c in candidates.columns if c.startswith("score_")):
         figures = bootstrap_roc(candidates[column].to_numpy(), labels)
         row.update({f"{column[len('score_'):]}: {k}": v for k, v in figures.items()})

@@ -163,6 +163,9 @@ def membership_figures(table: pd.DataFrame) -> pd.DataFrame:
     out["FPR@p<=0.05"] = table["membership_FPR@p<=0.05"].map("{:.3f}".format)
     out["members called (q<=0.05)"] = table["membership_TPR@q<=0.05"].map("{:.2f}".format)
     out["set p"] = table["set_p"].map("{:.2g}".format)
+    if "empirical_null_FPR@p<=0.05" in table:
+        out["no reference: FPR@p<=0.05"] = table["empirical_null_FPR@p<=0.05"].map("{:.3f}".format)
+        out["no reference: members called (q<=0.05)"] = table["empirical_null_TPR@q<=0.05"].map("{:.2f}".format)
     out["extraction AUC"] = _with_interval(table, "AUC")
     out["extraction TPR@1%FPR"] = _with_interval(table, "TPR@1%FPR")
     out["loss-under-θ' AUC"] = _with_interval(table, "loss: AUC")
