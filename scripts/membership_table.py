@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""docs/audit.md's membership tables from the audit's membership stage outputs, without the extraction part.
+
+    .venv/bin/python scripts/membership_table.py results/audit results/memorising/audit
+
+For each folder: every ``<suspect>/<ft>/membership.csv`` (labelled candidates, reference rows) is answered
+with ``--score`` (default: the schema's), measured (finextract.audit.measure_membership: AUC and TPR at 1 % and
+0.1 % FPR with bootstrap intervals, the calibration with and without the reference, every other score), and
+printed as the tables of ``summary.md``; then docs/audit.md's variant rule applied to that folder's cells.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+
+from finextract.audit import measure_membership  # noqa: E402
+from finextract.audit_report import choose_variant, membership_figures, variant_figures  # noqa: E402
+from finextract.membership.run import answer_with  # noqa: E402
+
+
+def folder_table(folder: Path, score: str) -> pd.DataFrame:
+    rows = []
+    for path in sorted(folder.glob("*/*/membership.csv")):
+        scored, calibrated = answer_with(pd.read_csv(path), score)
+        candidates = scored[scored["role"] == "candidate"]
+        rows.append({"audit": path.parent.parent.name, "ft": path.parent.name,
+                     "members": int((candidates["member"] == 1).sum()),
+                     "non_members": int((candidates["member"] == 0).sum()), "membership_score": score,
+                     "set_p": calibrated.set_test.p, **measure_membership(scored)})
+    if not rows:
+        raise SystemExit(f"{folder}: no */*/membership.csv")
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="results/audit folders")
+    parser.add_argument("--score", default=None, help="the answering score (default: audit.membership.score's default)")
+    args = parser.parse_args(argv)
+    score = args.score
+    if score is None:
+        import yaml
+
+        schema = yaml.safe_load((REPO / "workflow" / "schemas" / "audit.schema.yaml").read_text())
+        score = schema["properties"]["membership"]["properties"]["score"]["default"]
+    for folder in args.folders:
+        table = folder_table(folder, score)
+        print(f"### {folder} (answering score: {score})\n")
+        print(membership_figures(table).to_markdown(index=False) + "\n")
+        print(variant_figures(table).to_markdown(index=False, floatfmt=".3f") + "\n")
+        print(f"docs/audit.md's variant rule on these cells: **{choose_variant(table)}**\n")
+
+
+if __name__ == "__main__":
+    main()
