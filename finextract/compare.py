@@ -40,17 +40,16 @@ def _schema(config: dict) -> Path:
 
 def instrument_from_config(path: str | Path | None = None, base: str | None = None) -> Instrument:
     """Read the workflow config (default ``config/config.yaml``), filling the schema's defaults."""
-    import yaml
     from snakemake.utils import validate
 
-    from .config import is_realworld
+    from .config import is_realworld, load_config_file
     from .similarity import resolve_resource
     from .stages import base_resolution
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ValueError(f"config file {path} not found")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = load_config_file(path)  # a ConfigError (a ValueError) names the file and line of a YAML mistake
     try:
         validate(config, str(_schema(config)))
     except Exception as error:  # snakemake raises WorkflowError with the schema's message

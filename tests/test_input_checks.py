@@ -173,3 +173,12 @@ def test_a_missing_relative_base_taken_for_a_hub_id_is_noted(folder, tmp_path, m
 
     fxconfig.check_base_model("models/base", "base_model")
     assert f"base_model: models/base is no path under the working directory {tmp_path}" in capsys.readouterr().err
+
+
+def test_similarity_reads_its_config_strictly(tmp_path):
+    from finextract.cli import main
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "config.yaml").write_text("sscd: {calibration: null}\nsscd: {}\n")
+    with pytest.raises(SystemExit, match=r"config.yaml:2:1: duplicated key 'sscd'"):
+        main(["similarity", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--config", str(tmp_path / "config.yaml")])
