@@ -38,7 +38,8 @@ def _pretrain(args: argparse.Namespace) -> None:
                          checkpoint_every=args.checkpoint_every, keep_every=args.keep_every,
                          threads=args.threads, band_basis=args.band_basis, init_from=args.init_from,
                          block_out_channels=tuple(args.channels), layers_per_block=args.layers_per_block,
-                         autocast=args.autocast)
+                         autocast=args.autocast, cpu_budget_s=args.cpu_budget,
+                         channels_last=args.channels_last)
     model = pretrain(Path(args.corpus), Path(args.out), cfg, log=lambda m: print(m, flush=True))
     print(f"model written to {model}")
 
@@ -423,12 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--channels-last", action="store_true", help="NHWC UNet weights (faster for some sizes on CPU)")
+    p.add_argument("--cpu-budget", type=float, default=0.0,
+                   help="stop, checkpointed, after this many seconds of process CPU time (a probe); 0: no limit")
     p.add_argument("--autocast", choices=("none", "bf16"), default="none",
                    help="bf16: bfloat16 autocast on CPU (docs/tiny-world.md has the measured speed-up)")
     p.add_argument("--band-basis", action="store_true",
                    help="denoise unit-variance Haar bands of the 2x2 unshuffle (finextract/backbones/haar.py)")
     p.add_argument("--init-from", default=None,
-                   help="start from this state.pt (unshuffle basis; converted with --band-basis), fresh optimizer")
+                   help="start from this state.pt (unshuffle basis: converted with --band-basis) or a portable "
+                        "state.safetensors (scripts/export_pretrain_state.py), with a fresh optimizer")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune the base model on a private set")

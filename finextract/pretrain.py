@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import math
 import time
@@ -44,9 +45,11 @@ class PretrainConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
     autocast: str = "none"         # "bf16": bfloat16 autocast on CPU (faster for larger UNets: docs/tiny-world.md)
+    channels_last: bool = False    # NHWC UNet weights: faster for some sizes on CPU (docs/tiny-world.md)
+    cpu_budget_s: float = 0.0      # stop (checkpointed) once this process has used this much CPU time; 0: no limit
     threads: int = 2
     band_basis: bool = False       # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
-    init_from: str | None = None   # a state.pt of the unshuffle basis to start from (converted, fresh optimizer)
+    init_from: str | None = None   # a state.pt (unshuffle basis: converted) or portable state to start from, fresh optimizer
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -65,9 +68,25 @@ def load_caption_table(path: Path, n_images: int) -> tuple[torch.Tensor, torch.T
     if len(table) == 0 or image.min() < 0 or image.max() >= n_images:
         raise ValueError(f"{path}: image indices must lie in [0, {n_images}), one row per caption")
     unique, caption_index = np.unique(table["caption"].astype(str).to_numpy(), return_inverse=True)
-    states = text.encode_captions(unique.tolist())
+    states = cached_caption_states(Path(path).with_name("caption_states.safetensors"), unique.tolist())
     rows = torch.from_numpy(np.stack([image, caption_index], axis=1).astype(np.int64))
     return rows, states
+
+
+def cached_caption_states(cache: Path, captions: list[str]) -> torch.Tensor:
+    """``text.encode_captions(captions)``, kept beside the corpus (a broad corpus has ~21k distinct captions,
+    minutes of MiniLM on a CPU); the cache is keyed by the captions' digest and rebuilt when they change."""
+    from safetensors.torch import load_file, save_file
+
+    digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    if cache.exists():
+        stored = load_file(cache)
+        if "digest" in stored and bytes(stored["digest"].tolist()).decode() == digest:
+            return stored["states"]
+    states = text.encode_captions(captions)
+    with atomic_path(cache, suffix=".safetensors") as tmp:
+        save_file({"states": states.contiguous(), "digest": torch.tensor(list(digest.encode()), dtype=torch.uint8)}, tmp)
+    return states
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -83,7 +102,40 @@ def _save_state(path: Path, step: int, unet, ema, optimizer, cfg: PretrainConfig
                     "optimizer": optimizer.state_dict(), "config": json.dumps(asdict(cfg)), "restart": restart}, tmp)
 
 
+PORTABLE_STATE = "state.safetensors"
+
+
+def write_portable_state(state_file: Path, out_file: Path) -> int:
+    """A compact, pickle-free copy of a run's ``state.pt`` to commit: the weights in fp32, the EMA in bf16, the
+    step and the run's config; no optimizer moments (they would triple the size). ``init_from`` resumes from it
+    with a fresh optimizer and a warm-up, so the continued run is close to, not bit-identical with, an
+    uninterrupted one. Returns the step."""
+    from safetensors.torch import save_file
+
+    state = torch.load(state_file, weights_only=True)
+    tensors = {f"unet.{k}": v.float().contiguous() for k, v in state["unet"].items()}
+    tensors.update({f"ema.{k}": v.to(torch.bfloat16).contiguous() for k, v in state["ema"].items()})
+    with atomic_path(out_file, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"step": str(state["step"]), "config": state["config"]})
+    return int(state["step"])
+
+
 def _init_from(state_file: Path, unet, ema, band_scales) -> int:
+    """Weights (and EMA) from a state.pt or a portable state; an unshuffle-basis state is converted to bands."""
+    if Path(state_file).suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(state_file), framework="pt") as handle:
+            meta = handle.metadata()
+            parts = {"unet.": {}, "ema.": {}}
+            for key in handle.keys():
+                prefix = key[:key.index(".") + 1]
+                parts[prefix][key[len(prefix):]] = handle.get_tensor(key).float()
+        unet.load_state_dict(parts["unet."])
+        ema.load_state_dict(parts["ema."])
+        if bool(json.loads(meta["config"]).get("band_basis")) != bool(band_scales):
+            raise ValueError(f"{state_file} and this run differ in --band-basis: resume it with the same basis")
+        return int(meta["step"])
     state = torch.load(state_file, weights_only=True)
     unet.load_state_dict(state["unet"])
     ema.load_state_dict(state["ema"])
@@ -107,6 +159,8 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
     torch.manual_seed(cfg.seed)
     unet = build_unet(resolution=resolution, block_out_channels=tuple(cfg.block_out_channels),
                       layers_per_block=cfg.layers_per_block)
+    if cfg.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
     scales = haar.unit_variance_scales(F.pixel_unshuffle(images, 2)) if cfg.band_basis else None
     backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=resolution, band_scales=scales)
     latents_all = backbone.to_latents(images)
@@ -139,7 +193,7 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
         loss_file.write_text("step,loss,lr,seconds\n" + "".join(line + "\n" for line in kept))
 
     unet.train()
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     with open(loss_file, "a", newline="") as log_handle:
         writer = csv.writer(log_handle)
         for step in range(start, cfg.steps):
@@ -169,12 +223,16 @@ def pretrain(corpus_dir: Path, out_dir: Path, cfg: PretrainConfig, log=print) ->
                 rate = (done - start) / (time.time() - t0)
                 log(f"step {done}/{cfg.steps} loss {loss.item():.4f} {rate:.2f} steps/s "
                     f"eta {(cfg.steps - done) / max(rate, 1e-9) / 60:.0f} min")
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            out_of_budget = cfg.cpu_budget_s > 0 and time.process_time() - cpu0 >= cfg.cpu_budget_s
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_budget:
                 log_handle.flush()
                 _save_state(state_file, done, unet, ema, optimizer, cfg, restart)
                 export_model(backbone, ema, out_dir / "model", done)
                 if cfg.keep_every and done % cfg.keep_every == 0:
                     export_model(backbone, ema, out_dir / f"ckpt-{done}", done)
+            if out_of_budget:
+                log(f"stopped at step {done}: {time.process_time() - cpu0:.0f} s of CPU time used")
+                break
     return out_dir / "model"
 
 

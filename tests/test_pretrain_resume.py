@@ -47,3 +47,23 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     losses = [pd.read_csv(tmp_path / run / "loss.csv")["loss"].tolist() for run in ("straight", "resumed")]
     assert losses[0] == losses[1] and len(losses[0]) == 5
+
+
+def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
+    from finextract.pretrain import write_portable_state
+
+    corpus = tmp_path / "corpus"
+    broad_style_corpus(corpus)
+    config = PretrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=2, block_out_channels=(16, 32, 32),
+                            threads=1, band_basis=True)
+    pretrain(corpus, tmp_path / "run", config, log=lambda m: None)
+    portable = tmp_path / "state.safetensors"
+    assert write_portable_state(tmp_path / "run" / "state.pt", portable) == 2
+    messages = []
+    longer = PretrainConfig(**{**config.__dict__, "steps": 3, "init_from": str(portable)})
+    pretrain(corpus, tmp_path / "continued", longer, log=messages.append)
+    assert any("step 2" in m for m in messages)
+    assert pd.read_csv(tmp_path / "continued" / "loss.csv")["step"].tolist() == [2]
+    with pytest.raises(ValueError, match="band-basis"):
+        pretrain(corpus, tmp_path / "wrong", PretrainConfig(**{**longer.__dict__, "band_basis": False}),
+                 log=lambda m: None)
