@@ -118,3 +118,23 @@ def measure_world(model: str | Path, corpus_dir: str | Path, out_dir: str | Path
         "W3": {"similarity_w1": low, f"similarity_cfg{cfg_scale:g}": high, "passes": helps},
     })
     return table
+
+
+@torch.no_grad()
+def heldout_loss(model: str | Path, corpus_dir: str | Path, draws: int = 4, min_snr_gamma: float = 5.0,
+                 threads: int = 2) -> float:
+    """The pretraining objective on the held-out concepts' real images (captioned ``{concept}, {style} style``),
+    averaged over ``draws`` fixed draws of timesteps and noise: how well θ models images it never saw."""
+    from ..backbones.base import Conditioning
+    from ..losses import diffusion_loss
+    from ..pretrain import images_to_tensor
+
+    torch.set_num_threads(threads)
+    corpus_dir = Path(corpus_dir)
+    heldout = pd.read_csv(corpus_dir / "heldout.csv")
+    backbone = load_base(str(model))
+    latents = backbone.to_latents(images_to_tensor(np.load(corpus_dir / "heldout.npy")))
+    cond = backbone.encode_captions([caption("concept_style", r.concept, r.style) for r in heldout.itertuples()])
+    losses = [diffusion_loss(backbone, backbone.unet, latents, Conditioning(cond.states),
+                             torch.Generator().manual_seed(draw), min_snr_gamma).item() for draw in range(draws)]
+    return float(np.mean(losses))
