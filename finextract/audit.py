@@ -252,7 +252,13 @@ def measure_membership(membership: pd.DataFrame, alpha: float = 0.05) -> dict[st
                 f"membership_TPR@q<={alpha:g}": float((q[labels == 1] <= alpha).mean()),
                 f"membership_FPR@q<={alpha:g}": float((q[labels == 0] <= alpha).mean())})
     if (membership["role"] != "candidate").any():  # what the same candidates would get without the reference
-        from .membership.calibrate import calibrate
+        from .membership.calibrate import calibrate, set_test_against_reference
+
+        reference = membership.loc[membership["role"] != "candidate", "membership"].to_numpy()
+        scores = candidates["membership"].to_numpy()
+        # the set-level test on a folder of the members alone (all used) and of the non-members alone (none)
+        row["set_p_members_only"] = set_test_against_reference(scores[labels == 1], reference).p
+        row["set_p_non_members_only"] = set_test_against_reference(scores[labels == 0], reference).p
 
         alone = calibrate(candidates["membership"].to_numpy())
         row.update({f"empirical_null_TPR@p<={alpha:g}": float((alone.p[labels == 1] <= alpha).mean()),

@@ -160,9 +160,13 @@ def membership_figures(table: pd.DataFrame) -> pd.DataFrame:
                         "non_members": table["non_members"], "score": table["membership_score"]})
     for figure in ("AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
         out[figure] = _with_interval(table, f"membership_{figure}")
+    out["TPR@p<=0.05"] = table["membership_TPR@p<=0.05"].map("{:.2f}".format)
     out["FPR@p<=0.05"] = table["membership_FPR@p<=0.05"].map("{:.3f}".format)
     out["members called (q<=0.05)"] = table["membership_TPR@q<=0.05"].map("{:.2f}".format)
     out["set p"] = table["set_p"].map("{:.2g}".format)
+    if "set_p_members_only" in table:
+        out["set p, members only / non-members only"] = [f"{a:.1g} / {b:.2g}" for a, b in
+                                                         zip(table["set_p_members_only"], table["set_p_non_members_only"])]
     if "empirical_null_FPR@p<=0.05" in table:
         out["no reference: FPR@p<=0.05"] = table["empirical_null_FPR@p<=0.05"].map("{:.3f}".format)
         out["no reference: members called (q<=0.05)"] = table["empirical_null_TPR@q<=0.05"].map("{:.2f}".format)
