@@ -177,6 +177,61 @@ def test_shell_commands_keep_every_path_and_caption_one_word(tmp_path):
             assert "--caption=-@notes.txt --w 9" in words or "--caption-file" in words, command
 
 
+def planned_with(configfile: Path, *extra: str) -> dict[str, int]:
+    """Job counts per rule of a dry run with extra arguments (e.g. --forcerun RULE ...)."""
+    out = snakemake("-n", "--quiet", "rules", *extra, "--configfile", str(configfile)).stdout
+    return {p[0]: int(p[1]) for p in (line.split() for line in out.splitlines())
+            if len(p) == 2 and p[1].isdigit() and p[0] not in ("job", "total")}
+
+
+# Which rules read each input directly; everything downstream of them must rerun, and nothing else.
+READERS = {"caption": ["finetune", "sample_shard"], "theta": ["finetune", "sample_shard"],
+           "image": ["finetune", "embed_private"], "sampling.steps": ["sample_shard"],
+           "finetune.lora.lr": ["finetune"], "metrics.taus": ["score"],
+           "sscd.batch_size": ["embed_generated", "embed_private"], "clustering.time_cap_s": ["cluster"]}
+
+
+@pytest.mark.slow
+def test_random_edits_plan_exactly_the_jobs_downstream(world):
+    """A random valid edit of each kind (the caption, θ's weights, an image, a key): the dry run plans what
+    `--forcerun` of the rules that read that input plans — its downstream closure in the DAG — and no more."""
+    import random
+
+    root, configfile = world
+    rng = random.Random(23)
+    folder = root / "my set [1] *?"
+    for kind in ("caption", "theta", "image", *rng.sample(sorted(k for k in READERS if "." in k), 2)):
+        expected = planned_with(configfile, "--forcerun", *READERS[kind])
+        undo, edited_config = (lambda: None), configfile
+        if kind == "caption":
+            words = ["a", "drake", "burner", "red", "@x", "-y", "[1]", "θ'"]
+            undo = edited(folder / "caption.txt", " ".join(rng.sample(words, 4)).encode())
+        elif kind == "theta":
+            weights = root / "base model [θ]" / "unet" / "diffusion_pytorch_model.safetensors"
+            data = bytearray(weights.read_bytes())
+            data[rng.randrange(len(data) - 4096, len(data))] ^= 1 << rng.randrange(8)
+            undo = edited(weights, bytes(data))
+        elif kind == "image":
+            images = sorted((folder / "images").iterdir())
+            victim, donor = rng.sample(images, 2)
+            undo = edited(victim, donor.read_bytes())
+        else:
+            config = yaml.safe_load(configfile.read_text())
+            section, key = kind.split(".")
+            value = {"sampling.steps": rng.randint(3, 9), "finetune.lora.lr": rng.choice([2e-3, 5e-4]),
+                     "metrics.taus": [round(rng.uniform(0.5, 0.9), 2)], "sscd.batch_size": rng.randint(2, 16),
+                     "clustering.time_cap_s": rng.randint(31, 60)}[kind]
+            node = config[section]["lora"] if section == "finetune" else config.setdefault(section, {})
+            node[key] = value
+            edited_config = root / "edited.yaml"
+            edited_config.write_text(yaml.safe_dump(config, allow_unicode=True))
+        try:
+            assert planned_jobs(edited_config) == expected, kind
+        finally:
+            undo()
+    assert planned_jobs(configfile) == {}  # every edit undone, mtimes included: nothing to do
+
+
 # --- the same, function by function (fast) ---------------------------------------------------------
 def test_captions_are_data_on_the_command_line(tmp_path, monkeypatch):
     from finextract.cli import _caption_from, build_parser
