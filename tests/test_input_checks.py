@@ -182,3 +182,15 @@ def test_similarity_reads_its_config_strictly(tmp_path):
     (tmp_path / "config.yaml").write_text("sscd: {calibration: null}\nsscd: {}\n")
     with pytest.raises(SystemExit, match=r"config.yaml:2:1: duplicated key 'sscd'"):
         main(["similarity", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--config", str(tmp_path / "config.yaml")])
+
+
+def test_an_audit_that_cannot_reach_p_005_says_so(tmp_path, capsys):
+    """1 control draw x 2 candidates: the smallest empirical p is 1 / 3."""
+    candidates = write_private_set(tmp_path / "candidates", emoji_like_images(2))
+    (candidates / "caption.txt").unlink()
+    config = load_test_config()
+    config.pop("study")
+    config["audit"] = {"control_draws": 1, "suspects": {"s": {"target": "wesnoth-drake",
+                                                              "candidates": str(candidates / "images")}}}
+    check_config(config)
+    assert "audit.suspects.s: no p-value of this audit can be below 0.333" in capsys.readouterr().err
