@@ -343,8 +343,10 @@ def check_n0_ablation(section: dict, targets: dict[str, AttackTarget]) -> None:
     sizes = [targets[n].n0 for n in names]
     if len(set(sizes)) < len(sizes):
         raise ConfigError(f"n0_ablation.sets: two sets have the same number of images ({dict(zip(names, sizes))})")
-    captions = {targets[n].caption if targets[n].caption is not None
-                else (Path(targets[n].images) / "caption.txt").read_text().strip() for n in names}
+    from .data import read_caption
+
+    captions = {targets[n].caption if targets[n].caption is not None else read_caption(Path(targets[n].images))
+                for n in names}
     if len(captions) > 1:
         raise ConfigError(f"n0_ablation.sets: the sets have different captions ({sorted(map(str, captions))}); "
                           "an N0 curve compares one style and caption")
