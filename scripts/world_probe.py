@@ -53,7 +53,7 @@ def main() -> None:
     for size in args.sizes:
         channels, layers = SIZES[size]
         run = Path(args.out) / size
-        table = measure_world(run / "model", args.corpus, run / "criteria", threads=args.threads)
+        table = measure_world(run / "model", args.corpus, run / "criteria", threads=args.threads, full=False)
         fd = dict(zip(table["name"], table["fd_ratio"]))
         step = int((run / "model" / "training_step.txt").read_text())
         rows.append({"size": size, "channels": channels, "layers": layers, "variant": variants[size], "step": step,
