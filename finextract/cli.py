@@ -31,6 +31,14 @@ def _private_sets(args: argparse.Namespace) -> None:
     print(f"private sets written under {out}")
 
 
+def _world_criteria(args: argparse.Namespace) -> None:
+    from .world.measure import measure_world
+
+    table = measure_world(Path(args.model), Path(args.corpus), Path(args.out), steps=args.steps, threads=args.threads,
+                          full=not args.probe)
+    print(table.to_string(index=False))
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from .pretrain import PretrainConfig, pretrain
 
@@ -435,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this state.pt (unshuffle basis: converted with --band-basis) or a portable "
                         "state.safetensors (scripts/export_pretrain_state.py), with a fresh optimizer")
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("world-criteria", help="measure the world criteria W1-W3 of a tiny-world model "
+                                              "(docs/tiny-world.md)")
+    p.add_argument("--model", required=True, help="a tiny-world model folder")
+    p.add_argument("--corpus", required=True, help="the broad corpus folder (images.npy, heldout.npy)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, required=True, help="DDIM steps of the samples")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--probe", action="store_true", help="W1 and W2(a) only (the scaling probe)")
+    p.set_defaults(func=_world_criteria)
 
     p = sub.add_parser("finetune", help="fine-tune the base model on a private set")
     _add_load_options(p)
