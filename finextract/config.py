@@ -187,7 +187,18 @@ def schema_message(error) -> str:
             return f"{_key(path)}: {words[0].message} (or give {consts})"
         options = "; or ".join(sorted({e.message for e in error.context}))
         return f"{_key(path)}: {error.instance!r} is not valid ({options})"
+    if error.validator == "type" and isinstance(error.instance, str) and _looks_like_number(error.instance):
+        message += (" (a number in quotes; inside a nested `--config` value Snakemake passes numbers as text: "
+                    "give nested keys in a config file)")
     return f"{_key(path)}: {message}"
+
+
+def _looks_like_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_schema(config: dict, schema_file: str | Path, prefix: str = "") -> None:

@@ -194,3 +194,9 @@ def test_an_audit_that_cannot_reach_p_005_says_so(tmp_path, capsys):
                                                               "candidates": str(candidates / "images")}}}
     check_config(config)
     assert "audit.suspects.s: no p-value of this audit can be below 0.333" in capsys.readouterr().err
+
+
+def test_a_number_given_as_text_says_why(folder):
+    config = own_set(folder)
+    config["sampling"]["steps"] = "3"  # what a nested `--config 'sampling={steps: 3}'` passes
+    fails(config, "sampling.steps: '3' is not of type 'integer' (a number in quotes; inside a nested `--config`")
