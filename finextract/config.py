@@ -874,6 +874,9 @@ def check_audit(audit: dict, targets: dict[str, AttackTarget]) -> None:
             where = f"targets.{target.name}.methods" if target.realworld else "sampling.methods"
             raise ConfigError(f"audit.methods: {', '.join(missing)} not in {where} of {target.name} "
                               f"(the audit searches the workflow's own samples; sampled: {', '.join(target.methods)})")
+        for field_name in ("candidates", "reference"):
+            if spec.get(field_name) and Path(spec[field_name]).is_file():
+                raise ConfigError(f"{key}.{field_name}: {spec[field_name]} is a file; expected a folder of images")
         try:
             files = candidate_files(spec["candidates"])
             check_candidate_sizes(files)

@@ -200,3 +200,11 @@ def test_a_number_given_as_text_says_why(folder):
     config = own_set(folder)
     config["sampling"]["steps"] = "3"  # what a nested `--config 'sampling={steps: 3}'` passes
     fails(config, "sampling.steps: '3' is not of type 'integer' (a number in quotes; inside a nested `--config`")
+
+
+def test_an_audit_candidate_folder_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "candidates.zip").write_bytes(b"PK")
+    config = load_test_config()
+    config.pop("study")
+    config["audit"]["suspects"]["wesnoth"]["candidates"] = str(tmp_path / "candidates.zip")
+    fails(config, "audit.suspects.wesnoth.candidates:", "candidates.zip is a file; expected a folder of images")
