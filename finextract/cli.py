@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--membership", default=None, help="membership.csv of the membership stage (its scores)")
-    p.add_argument("--membership-score", default="gap", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+    p.add_argument("--membership-score", default="log_ratio", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
                    help="which of its scores answers (audit.membership.score)")
     p.set_defaults(func=_audit)
 
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")
     p.add_argument("--reference", default=None, help="folder of known non-members: the p-values' null")
-    p.add_argument("--score", default="gap", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+    p.add_argument("--score", default="log_ratio", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
                    help="the score whose p and q membership.csv carries (every score's values are in it)")
     p.add_argument("--timesteps", type=int, required=True, help="K")
     p.add_argument("--draws", type=int, required=True, help="M")
