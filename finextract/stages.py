@@ -320,7 +320,7 @@ def run_study_summary(points: list[str], controls: list[str], study: dict, out_d
 def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
               generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,
               seed_offset: int, base: str, out_dir: Path, membership: Path | None = None,
-              membership_score: str = "gap") -> None:
+              membership_score: str = "log_ratio") -> None:
     """The audit of one suspect: ``audit.csv`` (ranked), ``evidence.png``, ``audit.md`` and
     ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv); with
     ``membership`` (the membership stage's table) its score, p and q beside the extraction evidence."""
