@@ -291,7 +291,7 @@ def test_write_audit_puts_the_membership_answer_beside_the_extraction_evidence(t
         "set_p": answer.set_test.p, "set_meaning": answer.set_test.meaning, "notes": ["a note"],
         "seconds_per_image": 0.1}))
     out = tmp_path / "out"
-    write_audit("mine", "lora", table, ["direct"], 10, 4, out, tmp_path / "membership.csv")
+    write_audit("mine", "lora", table, ["direct"], 10, 4, out, tmp_path / "membership.csv", score="gap")
     ranked = pd.read_csv(out / "audit.csv")
     assert ranked["candidate"].tolist()[:2] == [str(files[0]), str(files[1])]  # the two members, by score
     assert ranked["membership_p"].iloc[0] == pytest.approx(1 / 31)
