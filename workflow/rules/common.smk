@@ -318,3 +318,13 @@ def audit_method_inputs(kind):
         folder = "embeddings" if kind == "generated" else "audit/control"
         return [f"{RESULTS}/{folder}/{audit_set(wildcards)}/{wildcards.ft}/{m}.npy" for m in AUDIT["methods"]]
     return inputs
+
+
+# --- the tiny world's next base (rules/world.smk) ---
+
+
+def committed_pretrain_state(wildcards, output):
+    """Resume from the committed portable state when the run folder has none of its own yet."""
+    state = Path(workflow.basedir).parent / "resources" / "pretrain-state" / "state.safetensors"
+    own = Path(os.path.dirname(output[0])) / "state.pt"
+    return f"--init-from {shlex.quote(str(state))}" if state.exists() and not own.exists() else ""
