@@ -41,7 +41,7 @@ def evidence_sheet(table: pd.DataFrame, title: str, out: Path, tile: int = 64, c
         draw.text((x + 1, y + tile), f"#{row.rank}{mark} {Path(row.candidate).stem[:20]}", fill="black")
         line = y + tile + 12
         if has_membership:
-            draw.text((x + 1, line), f"m {row.membership:.2g} p {row.membership_p:.3f} q {row.membership_q:.2f}",
+            draw.text((x + 1, line), f"m {row.membership:.3g} p {row.membership_p:.3f} q {row.membership_q:.2f}",
                       fill="darkblue")
             line += 12
         draw.text((x + 1, line), f"s {getattr(row, f'similarity_{method}'):.2f} "
