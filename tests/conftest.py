@@ -24,8 +24,8 @@ PATH_KEYS = ("base_model", "sscd.calibration")
 
 
 def absolute_paths(config: dict, root: Path) -> dict:
-    """The config's file paths (base model, private set and audit candidate folders, SSCD calibration) made
-    absolute from root."""
+    """The config's file paths (base model, private set, audit candidate and reference folders, SSCD calibration)
+    made absolute from root."""
     def fix(value):
         return str((root / value).resolve()) if isinstance(value, str) and value and not Path(value).is_absolute() \
             and (root / value).exists() else value
@@ -41,6 +41,8 @@ def absolute_paths(config: dict, root: Path) -> dict:
         spec["folder"] = fix(spec["folder"])
     for spec in (config.get("audit") or {}).get("suspects", {}).values():
         spec["candidates"] = fix(spec["candidates"])
+        if "reference" in spec:
+            spec["reference"] = fix(spec["reference"])
     return config
 
 
