@@ -64,12 +64,20 @@ NULL_TEXT = {
 }
 
 
+SCORE_TEXT = {
+    "gap": "the base's denoising loss minus the fine-tuned model's",
+    "gap_uncond": "the base's denoising loss minus the fine-tuned model's, without the caption",
+    "clid_gap": "how much more the caption lowers the fine-tuned model's denoising loss than the base's",
+    "log_ratio": "the log of the base's denoising loss over the fine-tuned model's, per timestep, averaged",
+}
+
+
 def membership_lines(summary: dict, table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     null = NULL_TEXT[summary["null"]].format(reference=summary["reference"], smallest=summary["reference"] + 1,
                                              centre=summary["null_centre"] or 0.0, spread=summary["null_spread"] or 0.0)
     lines = ["## Membership test from the weights", "",
-             f"Score `{summary['score']}`: the base's denoising loss minus the fine-tuned model's, on the same noisy "
-             f"inputs ({summary['timesteps']} timesteps × {summary['draws']} noise draws), with the caption "
+             f"Score `{summary['score']}`: {SCORE_TEXT[summary['score']]}, on the same noisy inputs "
+             f"({summary['timesteps']} timesteps × {summary['draws']} noise draws), with the caption "
              f"{summary['caption']!r}; higher means the fine-tuning fitted the image better than the base did. {null}",
              "", f"**{int((table['membership_q'] <= alpha).sum())} candidate(s) called used at q ≤ {alpha:g}** "
              f"(Benjamini–Hochberg: among those called, at most {alpha:.0%} expected not used); "
