@@ -2,40 +2,6 @@
 # (the θ/θ' loss gap, audit_membership) and the extraction evidence: its best match among the suspect's
 # samples (the workflow's own, reused) and an empirical p-value under the never-fine-tuned base,
 # sampled with the same caption, method and N in audit.control_draws independent draws.
-from snakemake.iocontainers import Wildcards
-
-from finextract.data import read_caption
-
-MEMBERSHIP = AUDIT["membership"] if AUDIT else {"enabled": False}
-
-
-def suspect_wildcards(wildcards):
-    """An audit job's {name, ft} as the {set, ft} the target helpers of common.smk read."""
-    return Wildcards(fromdict={"set": audit_set(wildcards), "ft": wildcards.ft})
-
-
-def audit_reference_files(wildcards):
-    from finextract.audit import candidate_files
-
-    folder = audit_spec(wildcards).get("reference")
-    return [str(p) for p in candidate_files(folder)] if folder else []
-
-
-def membership_caption(wildcards):
-    """The caption θ' was fine-tuned with: the known one as text, or the file extract-caption wrote."""
-    t = TARGETS[audit_set(wildcards)]
-    if t.extracts_caption:
-        return f"--caption-file {shlex.quote(os.path.join(extracted_caption(suspect_wildcards(wildcards))[0], 'caption.txt'))}"
-    return shlex.quote(f"--caption={t.caption if t.caption is not None else read_caption(Path(t.images))}")
-
-
-def membership_checkpoint(wildcards, input):
-    t = TARGETS[audit_set(wildcards)]
-    return shlex.quote(t.finetuned[wildcards.ft] if t.realworld else input.finetuned)
-
-
-def audit_membership_input(wildcards):
-    return [f"{AUDIT_ROOT}/{wildcards.name}/{wildcards.ft}/membership.csv"] if MEMBERSHIP["enabled"] else []
 
 
 rule audit_membership:
@@ -58,6 +24,8 @@ rule audit_membership:
         grid=lambda wc: (f"--timesteps {MEMBERSHIP['timesteps']} --draws {MEMBERSHIP['draws']} "
                          f"--seed {MEMBERSHIP['seed']} --batch-size {MEMBERSHIP['batch_size']}"),
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
+        theta=lambda wc: weights_digest(suspect_wildcards(wc)),
+        images=audit_folders_digest,
     log:
         f"{RESULTS}/logs/audit/{{name}}/{{ft}}.membership.log",
     threads: 1

@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.iocontainers import Wildcards
+
 from finextract import config as fxconfig
 from finextract import provenance
 from finextract.data import image_files, read_caption
@@ -318,6 +320,46 @@ def audit_method_inputs(kind):
         folder = "embeddings" if kind == "generated" else "audit/control"
         return [f"{RESULTS}/{folder}/{audit_set(wildcards)}/{wildcards.ft}/{m}.npy" for m in AUDIT["methods"]]
     return inputs
+
+
+# --- the membership test (rules/audit.smk) ---
+
+MEMBERSHIP = AUDIT["membership"] if AUDIT else {"enabled": False}
+
+
+def suspect_wildcards(wildcards):
+    """An audit job's {name, ft} as the {set, ft} the target helpers of common.smk read."""
+    return Wildcards(fromdict={"set": audit_set(wildcards), "ft": wildcards.ft})
+
+
+def audit_reference_files(wildcards):
+    from finextract.audit import candidate_files
+
+    folder = audit_spec(wildcards).get("reference")
+    return [str(p) for p in candidate_files(folder)] if folder else []
+
+
+def membership_caption(wildcards):
+    """The caption θ' was fine-tuned with: the known one as text, or the file extract-caption wrote."""
+    t = TARGETS[audit_set(wildcards)]
+    if t.extracts_caption:
+        return f"--caption-file {shlex.quote(os.path.join(extracted_caption(suspect_wildcards(wildcards))[0], 'caption.txt'))}"
+    return shlex.quote(f"--caption={t.caption if t.caption is not None else read_caption(Path(t.images))}")
+
+
+def membership_checkpoint(wildcards, input):
+    t = TARGETS[audit_set(wildcards)]
+    return shlex.quote(t.finetuned[wildcards.ft] if t.realworld else input.finetuned)
+
+
+def audit_membership_input(wildcards):
+    return [f"{AUDIT_ROOT}/{wildcards.name}/{wildcards.ft}/membership.csv"] if MEMBERSHIP["enabled"] else []
+
+
+def audit_folders_digest(wildcards):
+    """The candidate and reference images' names and bytes: a replaced image reruns the membership test."""
+    spec = audit_spec(wildcards)
+    return " ".join(_digest("images", spec[key]) for key in ("candidates", "reference") if spec.get(key))
 
 
 # --- the tiny world's next base (rules/world.smk) ---
