@@ -132,6 +132,7 @@ def compared_files(results: Path) -> list[Path]:
 TRIM = {
     "private_sets": {"wesnoth-drake": {"folder": "resources/datasets/wesnoth-drake"}},
     "finetune.dreambooth.enabled": False,
+    "n_sweep.ft": ["lora"],  # an explicit n_sweep.ft must name an enabled method (config check)
     "sampling.shard_size": 5,
 }
 
