@@ -8,6 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+# finextract.membership.score.PAIRED_VARIANTS, spelled here so building the parser imports no torch
+# (tests/test_membership.py checks the two agree)
+MEMBERSHIP_SCORES = ("gap", "gap_uncond", "clid_gap", "log_ratio")
+
 
 def _corpus(args: argparse.Namespace) -> None:
     from .corpus import build, private_sets
@@ -521,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--membership", default=None, help="membership.csv of the membership stage (its scores)")
-    p.add_argument("--membership-score", default="log_ratio", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+    p.add_argument("--membership-score", default="log_ratio", choices=MEMBERSHIP_SCORES,
                    help="which of its scores answers (audit.membership.score)")
     p.set_defaults(func=_audit)
 
@@ -533,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")
     p.add_argument("--reference", default=None, help="folder of known non-members: the p-values' null")
-    p.add_argument("--score", default="log_ratio", choices=["gap", "gap_uncond", "clid_gap", "log_ratio"],
+    p.add_argument("--score", default="log_ratio", choices=MEMBERSHIP_SCORES,
                    help="the score whose p and q membership.csv carries (every score's values are in it)")
     p.add_argument("--timesteps", type=int, required=True, help="K")
     p.add_argument("--draws", type=int, required=True, help="M")

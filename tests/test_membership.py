@@ -184,3 +184,10 @@ def test_the_gap_on_every_latent_backbone_for_dreambooth_and_lora(sd_models, tmp
     for scores in (dreambooth, lora):
         for name in PAIRED_VARIANTS:
             assert np.isfinite(scores[name]).all() and (scores[name] != 0).all(), name
+
+
+def test_the_cli_offers_exactly_the_paired_score_variants():
+    from finextract.cli import MEMBERSHIP_SCORES
+    from finextract.membership.score import PAIRED_VARIANTS
+
+    assert MEMBERSHIP_SCORES == PAIRED_VARIANTS
