@@ -15,6 +15,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Stages set torch's thread count for their process; in the one pytest process that would leak into
+    later tests, and float results depend on it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def snakemake_cmd(directory: Path) -> list[str]:
     """Snakemake on the repository's workflow, run in its own working directory (own .snakemake/, own lock)."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(directory)]
