@@ -21,19 +21,16 @@ cliques (the like-for-like comparison); "upper" is the best of all generated ima
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from authors_clustering import authors_clustering
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from authors_clustering import authors_clustering  # noqa: E402
-
-from finextract.clustering import extract_clusters  # noqa: E402
-from finextract.metrics import score_extraction  # noqa: E402
-from finextract.nsweep import prefix_rows  # noqa: E402
+from finextract.clustering import extract_clusters
+from finextract.metrics import score_extraction
+from finextract.nsweep import prefix_rows
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

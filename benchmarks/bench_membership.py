@@ -17,14 +17,10 @@ default rows per candidate by that figure (forward only: the membership test nee
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 A100_SECONDS_PER_ROW = 3.4 / (2 * 50)  # paper Table 6: 3.4 s per image, 2 UNet rows x 50 steps
 

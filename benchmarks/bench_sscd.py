@@ -13,7 +13,6 @@ time of this process is reported too, as the contention-robust figure.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from finextract import similarity as sim  # noqa: E402
+from finextract import similarity as sim
 
 
 def bare_loop(session, images: np.ndarray, resolution: int, batch_size: int) -> np.ndarray:

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from finextract.clustering import clusters_at_threshold, extract_clusters  # noqa: E402
-from finextract.metrics import score_extraction  # noqa: E402
-from finextract.nsweep import prefix_rows  # noqa: E402
+from finextract.clustering import clusters_at_threshold, extract_clusters
+from finextract.metrics import score_extraction
+from finextract.nsweep import prefix_rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,6 @@ row gives each Haar band's standard deviation (finextract/backbones/haar.py). ``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +23,18 @@ import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-from base_model_card import pick_captions  # noqa: E402
+from base_model_card import pick_captions
 
-import torch.nn.functional as F  # noqa: E402
+import torch.nn.functional as F
 
-from finextract.backbones.haar import BAND_NAMES, unit_variance_scales  # noqa: E402
-from finextract.backbones.tiny import load_tiny as load_base  # noqa: E402
-from finextract.pretrain import images_to_tensor  # noqa: E402
-from finextract.image_quality import checkerboard_energy  # noqa: E402
-from finextract.model_pair import SingleModel  # noqa: E402
-from finextract.sampling import sample_batch  # noqa: E402
-from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images  # noqa: E402
+from finextract.backbones.haar import BAND_NAMES, unit_variance_scales
+from finextract.backbones.tiny import load_tiny as load_base
+from finextract.backbones.base import images_to_tensor
+from finextract.image_quality import checkerboard_energy
+from finextract.model_pair import SingleModel
+from finextract.sampling import sample_batch
+from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
 
 
 @torch.no_grad()

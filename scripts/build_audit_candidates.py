@@ -12,14 +12,12 @@ docs/audit.md reports what `snakemake audit` measures on them.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from finextract.audit import candidate_files  # noqa: E402
-from finextract.corpus.audit_candidates import (reference_folder, write_openmoji_candidates,  # noqa: E402
+from finextract.audit import candidate_files
+from finextract.corpus.audit_candidates import (reference_folder, write_openmoji_candidates,
                                                 write_wesnoth_candidates)
 
 

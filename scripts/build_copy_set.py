@@ -9,14 +9,12 @@ for how the labels are made and docs/similarity-validation.md for what they are 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from finextract.copyset import CopySetRecipe, build_copy_set  # noqa: E402
+from finextract.copyset import CopySetRecipe, build_copy_set
 
 
 def main(argv=None) -> None:

@@ -9,13 +9,11 @@ finextract/corpus/n0_sets.py says which emoji and why; docs/paper-experiments.md
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from finextract.corpus.n0_sets import DEFAULT_SIZES, write_openmoji_n0_sets  # noqa: E402
+from finextract.corpus.n0_sets import DEFAULT_SIZES, write_openmoji_n0_sets
 
 
 def main(argv=None) -> None:

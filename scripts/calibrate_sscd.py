@@ -32,13 +32,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from finextract import similarity as sim  # noqa: E402
-from finextract.corpus import packages as pk  # noqa: E402
-from finextract.corpus.emoji import Concept, available_concepts, image_path, slugify  # noqa: E402
-from finextract.corpus.private_sets import OPENMOJI_STYLE_CODES  # noqa: E402
-from finextract.corpus.render import load_any, to_array  # noqa: E402
+from finextract import similarity as sim
+from finextract.corpus import packages as pk
+from finextract.corpus.emoji import Concept, available_concepts, image_path, slugify
+from finextract.corpus.private_sets import OPENMOJI_STYLE_CODES
+from finextract.corpus.render import load_any, to_array
 
 MODEL_RESOLUTION = 32  # the diffusion model's resolution: every comparison happens here
 NOISE_SIGMAS = (4, 8, 16)

@@ -13,17 +13,15 @@ K × M per-draw gaps L_θ − L_θ' (caption) of each image, "θ' fits x better 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from finextract.audit import measure_membership  # noqa: E402
-from finextract.audit_report import choose_variant, membership_figures, variant_figures  # noqa: E402
-from finextract.membership.run import answer_with  # noqa: E402
+from finextract.audit import measure_membership
+from finextract.audit_report import choose_variant, membership_figures, variant_figures
+from finextract.membership.run import answer_with
 
 
 def folder_table(folder: Path, score: str) -> pd.DataFrame:

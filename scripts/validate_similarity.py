@@ -32,15 +32,13 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-import calibrate_sscd as cal  # noqa: E402
+import calibrate_sscd as cal
 
-from finextract import similarity as sim  # noqa: E402
-from finextract.copyset import labelled_pairs, load_copy_set  # noqa: E402
-from finextract.metrics import pixel_l2_pairs  # noqa: E402
-from finextract.roc import roc_auc, tpr_at_fpr  # noqa: E402
+from finextract import similarity as sim
+from finextract.copyset import labelled_pairs, load_copy_set
+from finextract.metrics import pixel_l2_pairs
+from finextract.roc import roc_auc, tpr_at_fpr
 
 TAUS = (0.6, 0.7)
 MAX_FALSE_POSITIVE = 0.01
