@@ -24,6 +24,7 @@ import pandas as pd
 
 from .data import IMAGE_SUFFIXES, load_image
 from .metrics import best_match, pixel_l2_pairs
+from .pvalues import benjamini_hochberg, bonferroni_min, empirical_p
 from .roc import roc_auc, tpr_at_fpr
 
 LABELS_FILE = "labels.csv"
@@ -129,30 +130,6 @@ def draw_of(files: list[str], n_per_draw: int, seed_offset: int = 0) -> np.ndarr
 def control_null(candidates: np.ndarray, control: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """(K, M): each candidate's best similarity to each control draw."""
     return np.stack([best_match(candidates, control[draws == d])[0] for d in np.unique(draws)])
-
-
-def empirical_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """(1 + #{null ≥ score}) / (1 + size of the null): never 0, exact under exchangeability."""
-    flat = np.sort(np.asarray(null, dtype=np.float64).ravel())
-    at_least = len(flat) - np.searchsorted(flat, np.asarray(scores, dtype=np.float64), side="left")
-    return (1.0 + at_least) / (1.0 + len(flat))
-
-
-def bonferroni_min(p_values: dict[str, np.ndarray]) -> np.ndarray:
-    """Smallest p over methods, times the number of methods, at most 1."""
-    stacked = np.stack(list(p_values.values()))
-    return np.minimum(1.0, stacked.min(axis=0) * len(stacked))
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """q-values: the smallest false-discovery rate at which each candidate would be called used."""
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty_like(q)
-    out[order] = np.minimum(q, 1.0)
-    return out
 
 
 @dataclass

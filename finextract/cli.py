@@ -87,8 +87,13 @@ def _finetune(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from .provenance import CheckpointError, verify_checkpoint
+    from .sampling import method_of
     from .stages import run_sample
 
+    try:
+        method_of(args.method)
+    except ValueError as error:
+        raise SystemExit(f"finextract sample --method: {error}")
     caption = _caption_from(args)
     if args.ft_dir and args.ft_method != "none":
         try:
@@ -477,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-folder", default=None, help="private set folder (for its caption.txt)")
     p.add_argument("--caption", default=None, help="the caption, as text (pass it as --caption=TEXT)")
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
-    p.add_argument("--method", required=True, choices=["direct", "cfg", "finextract", "finextract_uncond"])
+    p.add_argument("--method", required=True, help="a sampling method (sampling.METHODS)")
     p.add_argument("--w", type=_guidance_w, required=True, help="w', or @FILE: the w' a choose-w run wrote")
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--scheduler", required=True, choices=["ddim", "dpmsolver++", "unipc"],

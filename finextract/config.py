@@ -883,7 +883,7 @@ def check_audit(audit: dict, targets: dict[str, AttackTarget]) -> None:
             read_labels(spec["candidates"], files)
         except AuditInputError as error:
             raise ConfigError(f"{key}.candidates: {error}") from None
-        smallest_p = 1.0 / (1 + audit["control_draws"] * len(files))  # finextract.audit.empirical_p
+        smallest_p = 1.0 / (1 + audit["control_draws"] * len(files))  # finextract.pvalues.empirical_p
         if smallest_p > 0.05:
             note(f"{key}: no p-value of this audit can be below {smallest_p:.3g} (1 / (1 + audit.control_draws "
                  f"{audit['control_draws']} x {len(files)} candidates)), so none reaches p <= 0.05; raise "

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbones.base import Backbone
+from .backbones.base import ADAPTER_NAME, Backbone, images_to_tensor
 from .io import atomic_path, save_json
 from .losses import diffusion_loss
 
 FINETUNE_METHODS = ("dreambooth", "lora")
-ADAPTER_NAME = "finetuned"
 
 
 @dataclass
@@ -38,11 +37,6 @@ class FinetuneConfig:
 
     def total_steps(self, n_images: int) -> int:
         return self.steps_per_image * n_images
-
-
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def lora_config(rank: int, targets: list[str]):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-METHODS = ("direct", "cfg", "finextract", "finextract_uncond")
-
 
 def direct_eps(eps_ft_cond: torch.Tensor) -> torch.Tensor:
     """Plain text-to-image on θ': ε_θ'(x, t, c)."""

@@ -6,7 +6,7 @@ silently scored: an unnormalised matrix would inflate or deflate every number he
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,12 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     return a @ b.T
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise cosine of two sets of stored (L2-normalised, float32) descriptors, unchecked: the clustering
+    graph's edge weights, computed as the embed step stored them."""
+    return np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32).T
 
 
 def best_match(private: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,17 +83,26 @@ def pixel_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0) / x.shape[1])
 
 
+def nearest_l2(private: np.ndarray, extracted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each private image, the smallest ℓ2 to an extracted image and that image's index."""
+    distances = pixel_l2_matrix(private, extracted)
+    return distances.min(axis=1), distances.argmin(axis=1)
+
+
 def score_l2(private: np.ndarray, extracted: np.ndarray, delta: float,
-             generated: np.ndarray | None = None) -> dict[str, float]:
+             generated: np.ndarray | Iterable[np.ndarray] | None = None) -> dict[str, float]:
     """The pixel-space criterion beside AS / A-ESR: ``L2`` is the mean over private images of the
     smallest ℓ2 to an extracted image, ``L2-ESR`` the share of private images closer than ``delta``;
-    with ``generated``, the same over all generated images (the no-clustering bound)."""
+    with ``generated`` (an image array, or chunks of one: SD-sized images do not fit in memory at once),
+    the same over all generated images (the no-clustering bound)."""
     if not (np.isfinite(delta) and delta > 0):
         raise ValueError(f"the l2 threshold delta must be a finite number > 0, got {delta}")
-    nearest = pixel_l2_matrix(private, extracted).min(axis=1)
+    nearest, _ = nearest_l2(private, extracted)
     scores = {"L2": float(nearest.mean()), "L2-ESR": float((nearest < delta).mean())}
     if generated is not None:
-        upper = pixel_l2_matrix(private, generated).min(axis=1)
+        upper = np.full(len(private), np.inf)
+        for chunk in ([generated] if isinstance(generated, np.ndarray) else generated):
+            upper = np.minimum(upper, pixel_l2_matrix(private, chunk).min(axis=1))
         scores.update({"upper_L2": float(upper.mean()), "upper_L2-ESR": float((upper < delta).mean())})
     return scores
 
@@ -104,12 +119,10 @@ def score_extraction(private: np.ndarray, extracted: np.ndarray, generated: np.n
     image, its best generated match: no choice of N0 images from ``generated`` can beat it, so the
     gap to it is what clustering loses.
     """
-    best, _ = best_match(private, extracted)
-    scores: dict[str, float] = {"AS": float(best.mean())}
-    scores.update({_tau_key(tau): float((best > tau).mean()) for tau in taus})
+    scores: dict[str, float] = {"AS": average_similarity(private, extracted)}
+    scores.update({_tau_key(tau): extraction_success_rate(private, extracted, tau) for tau in taus})
     if generated is not None:
-        upper, _ = best_match(private, generated)
-        scores["upper_AS"] = float(upper.mean())
-        scores.update({f"upper_{_tau_key(tau)}": float((upper > tau).mean()) for tau in taus})
+        scores["upper_AS"] = average_similarity(private, generated)
+        scores.update({f"upper_{_tau_key(tau)}": extraction_success_rate(private, generated, tau) for tau in taus})
     scores["n_extracted"] = int(np.asarray(extracted).shape[0])
     return scores

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .backbones.base import Backbone
+from .backbones.base import ADAPTER_NAME, Backbone
 from .backbones.device import resolve_device
 from .backbones.tiny import is_tiny_model, load_tiny
 from .model_pair import LoraPair, ModelPair, SingleModel, TwoUNetPair
@@ -38,10 +38,10 @@ def load_pair(backbone: Backbone, ft_method: str, ft_dir: str | Path | None, **o
         return TwoUNetPair(backbone, backbone.load_dreambooth_unet(ft_dir, **options))  # the loader logs what it found
     if ft_method == "lora":
         options.pop("variant", None)  # a LoRA file has no weight variants
-        info = backbone.load_lora(ft_dir, adapter_name="finetuned", **options)
+        info = backbone.load_lora(ft_dir, adapter_name=ADAPTER_NAME, **options)
         if info is not None:  # the SD loaders say what they found (the tiny world's loader returns nothing)
             logger.info("LoRA %s: %s format, %d UNet layers, %d text-encoder layers, rank %s", info.file,
                         info.source_format, info.unet_layers, info.text_encoder_layers,
                         "/".join(map(str, info.ranks)))
-        return LoraPair(backbone, "finetuned")
+        return LoraPair(backbone, ADAPTER_NAME)
     raise ValueError(f"unknown fine-tuning method {ft_method!r}")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .clustering import extract_clusters
 from .io import atomic_path, read_rgb
-from .metrics import score_extraction, score_l2
+from .metrics import cosine_matrix, score_extraction, score_l2
 
 _SEED = re.compile(r"seed_(\d+)\.png$")
 
@@ -60,7 +60,7 @@ def clustered_point(generated: np.ndarray, files: list[str], private: np.ndarray
     n0 = len(private)
     rows = prefix_rows(files, n_images, seed_offset)
     descriptors = generated[rows]
-    similarity = descriptors @ descriptors.T
+    similarity = cosine_matrix(descriptors, descriptors)
     start = time.perf_counter()
     result = extract_clusters(similarity, n0, time_cap_s=time_cap_s, min_threshold=min_threshold)
     seconds = time.perf_counter() - start

@@ -26,7 +26,7 @@ from .backbones import haar
 from .backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
 from .io import atomic_path
 from .losses import diffusion_loss
-from .backbones.base import Conditioning
+from .backbones.base import Conditioning, images_to_tensor
 
 
 @dataclass
@@ -50,11 +50,6 @@ class PretrainConfig:
     threads: int = 2
     band_basis: bool = False       # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
     init_from: str | None = None   # a state.pt (unshuffle basis: converted) or portable state to start from, fresh optimizer
-
-
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def load_caption_table(path: Path, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ adds no further randomness.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -22,17 +23,34 @@ def initial_noise(seeds: Iterable[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+@dataclass(frozen=True)
+class Method:
+    """A sampling method: the predictions it needs at each step, and how it combines them (guidance.py)."""
+
+    predictions: tuple[tuple[str, str], ...]  # (model, "cond" | "uncond"), in the order ``combine`` takes them
+    combine: Callable[[list[torch.Tensor], float, float], torch.Tensor]  # (eps, w, k) -> ε
+
+
+METHODS: dict[str, Method] = {
+    "direct": Method(((FINETUNED, "cond"),), lambda eps, w, k: guidance.direct_eps(eps[0])),
+    "cfg": Method(((FINETUNED, "cond"), (FINETUNED, "uncond")), lambda eps, w, k: guidance.cfg_eps(eps[0], eps[1], w)),
+    "finextract": Method(((FINETUNED, "cond"), (PRETRAINED, "uncond")),
+                         lambda eps, w, k: guidance.model_guided_eps(eps[0], eps[1], w, k)),
+    "finextract_uncond": Method(((FINETUNED, "uncond"), (PRETRAINED, "uncond")),
+                                lambda eps, w, k: guidance.uncond_model_guided_eps(eps[0], eps[1], w)),
+}
+
+
+def method_of(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown sampling method {name!r}; expected one of {tuple(METHODS)}")
+    return METHODS[name]
+
+
 def method_requests(method: str, cond, uncond) -> list[EpsRequest]:
     """Which predictions a method needs at each step (order matters for :func:`combine`)."""
-    if method == "direct":
-        return [EpsRequest(FINETUNED, cond)]
-    if method == "cfg":
-        return [EpsRequest(FINETUNED, cond), EpsRequest(FINETUNED, uncond)]
-    if method == "finextract":
-        return [EpsRequest(FINETUNED, cond), EpsRequest(PRETRAINED, uncond)]
-    if method == "finextract_uncond":
-        return [EpsRequest(FINETUNED, uncond), EpsRequest(PRETRAINED, uncond)]
-    raise ValueError(f"unknown sampling method {method!r}; expected one of {guidance.METHODS}")
+    captions = {"cond": cond, "uncond": uncond}
+    return [EpsRequest(model, captions[caption]) for model, caption in method_of(method).predictions]
 
 
 def images_per_batch(pair: ModelPair, method: str, rows: int) -> int:
@@ -65,15 +83,7 @@ def step_requests(method: str, cond, uncond, guided: bool) -> tuple[str, list[Ep
 
 
 def combine(method: str, eps: list[torch.Tensor], w: float, k: float) -> torch.Tensor:
-    if method == "direct":
-        return guidance.direct_eps(eps[0])
-    if method == "cfg":
-        return guidance.cfg_eps(eps[0], eps[1], w)
-    if method == "finextract":
-        return guidance.model_guided_eps(eps[0], eps[1], w, k)
-    if method == "finextract_uncond":
-        return guidance.uncond_model_guided_eps(eps[0], eps[1], w)
-    raise ValueError(f"unknown sampling method {method!r}")
+    return method_of(method).combine(eps, w, k)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

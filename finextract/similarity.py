@@ -386,8 +386,3 @@ def embed_images(images: np.ndarray, model_spec: str | os.PathLike = DEFAULT_MOD
                              f"not σ = {prefilter_sigma} (sscd.prefilter_sigma)")
     descriptors = model.embed(images, batch_size=batch_size, progress=progress)
     return descriptors if post is None else post.apply(descriptors)
-
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise cosine of two sets of final (L2-normalised) descriptors."""
-    return np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32).T

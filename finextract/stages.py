@@ -154,10 +154,11 @@ def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, r
 def run_cluster(embeddings: Path, order: Path, n0: int, time_cap: float, out: Path,
                 min_threshold: float | None = None) -> None:
     from .clustering import extract_clusters
+    from .metrics import cosine_matrix
 
     descriptors = np.load(embeddings)
     files = pd.read_csv(order)["file"].tolist()
-    similarity = descriptors @ descriptors.T
+    similarity = cosine_matrix(descriptors, descriptors)
     t0 = time.time()
     result = extract_clusters(similarity, n0, time_cap_s=time_cap, min_threshold=min_threshold)
     seconds = time.time() - t0
@@ -211,25 +212,19 @@ def run_score(private: Path, private_order: Path, generated: Path, clusters: Pat
 
 def _l2_scores(private_set: str, base: str | None, private_files: list[str], extracted_files: list[str],
                generated_embeddings: Path, delta: float) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    from .metrics import pixel_l2_matrix
+    from .metrics import nearest_l2, score_l2
 
     private = load_private_set(Path(private_set).name, private_set, base_resolution(base) if base else 32)
     if [str(p) for p in private.files] != [str(p) for p in private_files]:
         raise ValueError(f"{private_set}: its images differ from the ones embedded ({len(private_files)} files); "
                          "rerun the private embedding")
     extracted = np.stack([read_rgb(f) for f in extracted_files])
-    distances = pixel_l2_matrix(private.images, extracted)
-    nearest = distances.min(axis=1)
-    # the no-clustering bound over all generated images, in chunks: SD-sized images do not fit at once
+    nearest, index = nearest_l2(private.images, extracted)
     generated_files = pd.read_csv(Path(generated_embeddings).with_suffix(".order.csv"))["file"].tolist()
-    upper = np.full(len(private.images), np.inf)
-    for start in range(0, len(generated_files), 64):
-        chunk = np.stack([read_rgb(f) for f in generated_files[start:start + 64]])
-        upper = np.minimum(upper, pixel_l2_matrix(private.images, chunk).min(axis=1))
-    scores = {"L2": float(nearest.mean()), "L2-ESR": float((nearest < delta).mean()),
-              "upper_L2": float(upper.mean()), "upper_L2-ESR": float((upper < delta).mean()),
-              "l2_delta": float(delta)}
-    return scores, nearest, [extracted_files[i] for i in distances.argmin(axis=1)]
+    chunks = (np.stack([read_rgb(f) for f in generated_files[start:start + 64]])
+              for start in range(0, len(generated_files), 64))
+    scores = {**score_l2(private.images, extracted, delta, generated=chunks), "l2_delta": float(delta)}
+    return scores, nearest, [extracted_files[i] for i in index]
 
 
 # --- N sweep ------------------------------------------------------------------------------
@@ -270,9 +265,10 @@ def run_separation(embeddings: Path, n0: int, w: float, time_cap: float, out: Pa
                    min_threshold: float | None = None) -> None:
     from .auto_w import centre_overlap, clique_cohesion, separation
     from .clustering import extract_clusters
+    from .metrics import cosine_matrix
 
     descriptors = np.load(embeddings)
-    similarity = descriptors @ descriptors.T
+    similarity = cosine_matrix(descriptors, descriptors)
     result = extract_clusters(similarity, n0, time_cap_s=time_cap, min_threshold=min_threshold)
     row = {"w": w, "separation": separation(similarity, result),
            "cohesion": float(clique_cohesion(similarity, result).mean()),
@@ -368,6 +364,7 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
 
     from .captions import (caption_direction, cross_attention_weights, extract_caption, objective, text_tower,
                            token_scores, true_token_ranks, word_recall)
+    from .backbones.base import ADAPTER_NAME
     from .models import load_base
 
     torch.set_num_threads(threads)
@@ -376,7 +373,7 @@ def run_extract_caption(base: str, ft_dir: str, ft_method: str, lengths: list[in
     if ft_method == "dreambooth":
         finetuned = cross_attention_weights(backbone.load_dreambooth_unet(ft_dir))
     else:
-        backbone.load_lora(ft_dir, adapter_name="finetuned")
+        backbone.load_lora(ft_dir, adapter_name=ADAPTER_NAME)
         finetuned = cross_attention_weights(backbone.unet)
     direction = caption_direction(pretrained, finetuned, rank, objective_name)
     tower = text_tower(backbone)

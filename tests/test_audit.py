@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SCHEMAS, load_test_config
-from finextract.audit import (MIN_REFERENCE, AuditInputError, MethodEvidence, audit_table, benjamini_hochberg,
-                              bonferroni_min, check_reference, draw_of, empirical_p, load_candidates, measure,
-                              merge_membership, read_labels)
+from finextract.audit import (MIN_REFERENCE, AuditInputError, MethodEvidence, audit_table, check_reference, draw_of,
+                              load_candidates, measure, merge_membership, read_labels)
 from finextract.config import ConfigError, validate_config
+from finextract.pvalues import benjamini_hochberg, bonferroni_min, empirical_p
 from finextract.roc import roc_auc, tpr_at_fpr
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import emoji_like_images, make_tiny_backbone
 from finextract.backbones import haar
 from finextract.backbones.tiny import TinyPixelBackbone, load_tiny
-from finextract.pretrain import images_to_tensor
+from finextract.backbones.base import images_to_tensor
 
 SCALES = [0.9, 4.0, 4.0, 10.0]
 

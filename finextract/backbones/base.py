@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
@@ -24,6 +25,13 @@ SAMPLING_SCHEDULERS: dict[str, dict[str, Any]] = {
 def _scheduler_class(kind: str):
     return {"ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler,
             "unipc": UniPCMultistepScheduler}[kind]
+
+ADAPTER_NAME = "finetuned"  # θ''s LoRA adapter, as peft names it inside the UNet
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]: the pixels every backbone's ``to_latents`` takes."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 @dataclass
@@ -152,7 +160,7 @@ class Backbone:
     # The defaults store LoRA adapters as peft state dicts in safetensors and DreamBooth UNets as
     # diffusers folders; the Stable Diffusion backbones override them with diffusers' LoRA formats.
     def save_lora(self, unet: torch.nn.Module, out_dir, rank: int, targets: list[str],
-                  adapter_name: str = "finetuned") -> None:
+                  adapter_name: str = ADAPTER_NAME) -> None:
         import json
         from pathlib import Path
 
@@ -169,7 +177,7 @@ class Backbone:
         with atomic_path(out_dir / "lora_config.json") as tmp:
             tmp.write_text(json.dumps({"rank": rank, "alpha": rank, "targets": list(targets)}, indent=2))
 
-    def load_lora(self, path, adapter_name: str = "finetuned", **_options) -> None:
+    def load_lora(self, path, adapter_name: str = ADAPTER_NAME, **_options) -> None:
         """Attach a LoRA written by :meth:`save_lora` to ``self.unet`` under ``adapter_name``."""
         import json
         from pathlib import Path

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .base import Backbone
+from .base import ADAPTER_NAME, Backbone
 from ..specs import hub_shaped
 from .kinds import PICKLE_SUFFIXES, check_pickle, safetensors_flag
 
@@ -66,7 +66,7 @@ def _lora_location(spec: str, weight_name: str | None, allow_pickle: bool) -> tu
     return repo, weight_name, f"{repo}/{weight_name or '<auto>'}"
 
 
-def load_lora(backbone: LatentDiffusionBackbone, spec: str | Path, adapter_name: str = "finetuned", *,
+def load_lora(backbone: LatentDiffusionBackbone, spec: str | Path, adapter_name: str = ADAPTER_NAME, *,
               weight_name: str | None = None, allow_pickle: bool = False, text_encoders: bool = True,
               local_files_only: bool = False) -> LoraInfo:
     """Put a LoRA (diffusers or kohya/Civitai format) on ``backbone.unet`` as peft adapter ``adapter_name``.
@@ -187,7 +187,7 @@ def check_lora_fits(state_dict: dict[str, torch.Tensor], targets: dict[str, torc
     return counts, ranks
 
 
-def save_lora(model: Backbone | torch.nn.Module, path: str | Path, adapter_name: str = "finetuned") -> Path:
+def save_lora(model: Backbone | torch.nn.Module, path: str | Path, adapter_name: str = ADAPTER_NAME) -> Path:
     """Write a UNet adapter in the format ``pipeline.load_lora_weights`` (and :func:`load_lora`) reads.
 
     ``path`` is a folder (→ ``pytorch_lora_weights.safetensors`` in it) or a ``.safetensors`` file.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..audit import benjamini_hochberg, empirical_p
+from ..pvalues import benjamini_hochberg, empirical_p
 
 REFERENCE = "reference"
 EMPIRICAL_NULL = "empirical-null"

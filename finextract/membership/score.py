@@ -59,7 +59,7 @@ class LossGrid:
 def images_to_latents(backbone: Backbone, images: np.ndarray, batch_size: int = 16) -> torch.Tensor:
     """uint8 [N, H, W, 3] → what the UNet denoises. A VAE's posterior *mean*, not a sample: the score
     must not depend on a random draw that θ and θ' would not share across images."""
-    from ..finetune import images_to_tensor
+    from ..backbones.base import images_to_tensor
 
     sampling = getattr(backbone, "latent_sampling", None)
     if sampling is not None:

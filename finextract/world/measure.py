@@ -134,7 +134,7 @@ def heldout_loss(model: str | Path, corpus_dir: str | Path, draws: int = 4, min_
     """The pretraining objective on the held-out concepts' real images (captioned ``{concept}, {style} style``),
     averaged over ``draws`` fixed draws of timesteps and noise: how well θ models images it never saw."""
     from ..losses import diffusion_loss
-    from ..pretrain import images_to_tensor
+    from ..backbones.base import images_to_tensor
 
     torch.set_num_threads(threads)
     corpus_dir = Path(corpus_dir)
