@@ -24,6 +24,13 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine: one thread is many times faster than two fighting for cores
+    (``_restore_torch_threads`` puts the count back after the test)."""
+    torch.set_num_threads(1)
+
+
 def snakemake_cmd(directory: Path) -> list[str]:
     """Snakemake on the repository's workflow, run in its own working directory (own .snakemake/, own lock)."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(directory)]

@@ -26,12 +26,7 @@ CAPTION = "art style of a cat"
 MULTILINGUAL = "一只猫 art style"  # unknown pieces map to <unk>; the pipeline still encodes it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- a tiny AltDiffusion ------------------------------------------------------------------------

@@ -40,13 +40,7 @@ def _finetuned(unet: torch.nn.Module, scale: float = 0.05, only: tuple[str, ...]
 _PIPELINES: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster than two, and much faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _backbone(tmp_path, kind: str = "sd"):

@@ -23,13 +23,7 @@ from sd_fixtures import (ATTN_TARGETS, build_sd_pipeline, build_sdxl_pipeline, c
 CAPTION = "art style of a cat"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on a busy 2-core machine: one thread is ~40x faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
