@@ -12,7 +12,7 @@ fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
 status=0
-.venv/bin/python -m pytest -q -ra "$@" || status=$?
+.venv/bin/python -m pytest -q -ra --durations=15 "$@" || status=$?
 # snakemake --lint on the workflow (.test/ config); notices not justified in the script fail CI
 .venv/bin/python scripts/lint_workflow.py || { [ "$status" = 0 ] && status=1; }
 exit "$status"
