@@ -33,8 +33,13 @@ def _fresh_tmp_dir(final: Path) -> Path:
     return tmp
 
 
-def base_resolution(base: str) -> int:
-    """The image size a base model generates, read without loading its weights where possible."""
+def base_resolution(base: str | None) -> int:
+    """The image size a base model generates, read without loading its weights where possible; with no base
+    named, the tiny world's."""
+    if not base:
+        from .backbones.tiny import RESOLUTION
+
+        return RESOLUTION
     meta = Path(base) / "finextract.json"
     if meta.exists():
         return int(json.loads(meta.read_text())["resolution"])
@@ -134,10 +139,10 @@ def run_embed(out: Path, order_out: Path, model: str, calibration: str | None, r
     if candidates:
         from .audit import load_candidates
 
-        files, images = load_candidates(candidates, base_resolution(base) if base else 32)
+        files, images = load_candidates(candidates, base_resolution(base))
         names = [str(p) for p in files]
     elif private_set:
-        size = base_resolution(base) if base else 32
+        size = base_resolution(base)
         private = load_private_set(Path(private_set).name, private_set, size)
         images, names = private.images, [str(p) for p in private.files]
     else:
@@ -214,7 +219,7 @@ def _l2_scores(private_set: str, base: str | None, private_files: list[str], ext
                generated_embeddings: Path, delta: float) -> tuple[dict[str, float], np.ndarray, list[str]]:
     from .metrics import nearest_l2, score_l2
 
-    private = load_private_set(Path(private_set).name, private_set, base_resolution(base) if base else 32)
+    private = load_private_set(Path(private_set).name, private_set, base_resolution(base))
     if [str(p) for p in private.files] != [str(p) for p in private_files]:
         raise ValueError(f"{private_set}: its images differ from the ones embedded ({len(private_files)} files); "
                          "rerun the private embedding")
@@ -238,7 +243,7 @@ def run_sweep_point(generated: Path, order: Path, private: Path, n_images: int, 
     private_images = None
     if private_set is not None:
         private_images = load_private_set(Path(private_set).name, private_set,
-                                          base_resolution(base) if base else 32).images
+                                          base_resolution(base)).images
     row = sweep_point(np.load(generated), files, np.load(private), n_images, tuple(taus),
                       seed_offset=seed_offset, time_cap_s=time_cap, min_threshold=min_threshold,
                       private_images=private_images, l2_delta=l2_delta)
@@ -299,7 +304,7 @@ def run_study_point(generated: Path, order: Path, private: Path, taus: list[floa
     private_images = None
     if private_set is not None:
         private_images = load_private_set(Path(private_set).name, private_set,
-                                          base_resolution(base) if base else 32).images
+                                          base_resolution(base)).images
     row = study_point(np.load(generated), files, np.load(private), len(files), tuple(taus), time_cap,
                       min_threshold, private_images, l2_delta)
     save_csv(out, pd.DataFrame([{**cell, "variant": variant, **row}]))

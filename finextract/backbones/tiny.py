@@ -36,8 +36,10 @@ DEFAULT_SCHEDULER = dict(
     clip_sample=False,
 )
 
+RESOLUTION = 32  # the image size the tiny world's base generates and its corpus is rendered at
 
-def build_unet(resolution: int = 32, unshuffle: int = 2, **overrides: Any) -> UNet2DConditionModel:
+
+def build_unet(resolution: int = RESOLUTION, unshuffle: int = 2, **overrides: Any) -> UNet2DConditionModel:
     config = dict(DEFAULT_UNET)
     config.update(overrides)
     channels = 3 * unshuffle * unshuffle
@@ -52,7 +54,7 @@ class TinyPixelBackbone(Backbone):
     sampling_overrides = {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": False}
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict[str, Any],
-                 resolution: int = 32, unshuffle: int = 2, band_scales: list[float] | None = None):
+                 resolution: int = RESOLUTION, unshuffle: int = 2, band_scales: list[float] | None = None):
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
         self.resolution = resolution
