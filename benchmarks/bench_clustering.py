@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from authors_clustering import authors_clustering
 
-from finextract.clustering import extract_clusters
-from finextract.metrics import score_extraction
-from finextract.nsweep import prefix_rows
+from finextract.attack.clustering import extract_clusters
+from finextract.attack.metrics import score_extraction
+from finextract.experiments.nsweep import prefix_rows
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -30,8 +30,8 @@ def measure(paths: dict[str, str], method: str, n: int, timesteps: int, draws: i
     import numpy as np
     import torch
 
-    from finextract.membership.score import LossGrid, images_to_latents, paired_losses
-    from finextract.models import load_base, load_pair
+    from finextract.audit.membership.score import LossGrid, images_to_latents, paired_losses
+    from finextract.attack.load_models import load_base, load_pair
 
     backbone = load_base(paths["base"], device=device, precision="fp32" if device == "cpu" else "fp16")
     checkpoint = paths["dreambooth_unet"] if method == "dreambooth" else paths["lora"]

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from finextract import text
+from finextract.backbones import text_encoder as text
 from finextract.backbones.base import Conditioning
 from finextract.backbones.tiny import DEFAULT_SCHEDULER, TinyPixelBackbone, build_unet
-from finextract.losses import diffusion_loss
+from finextract.training.losses import diffusion_loss
 
 SIZES = {"A (32,64,64)x1": ((32, 64, 64), 1), "B (64,128,128)x1": ((64, 128, 128), 1),
          "C (64,128,256)x2": ((64, 128, 256), 2)}

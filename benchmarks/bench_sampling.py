@@ -26,9 +26,9 @@ def measure(args: argparse.Namespace) -> None:
     """Child process: build the pair, warm up, sample, print one JSON line."""
     import torch
 
-    from finextract.models import load_base, load_pair
-    from finextract.perf import PerfRecorder
-    from finextract.sampling import images_per_batch, sample_batch
+    from finextract.attack.load_models import load_base, load_pair
+    from finextract.reporting.perf import PerfRecorder
+    from finextract.attack.sampling import images_per_batch, sample_batch
 
     torch.set_num_threads(args.threads)
     backbone = load_base(args.base)
@@ -45,9 +45,9 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def finetuned_checkpoints(base: str, workdir: Path) -> dict[str, Path]:
-    from finextract.finetune import FinetuneConfig, finetune
-    from finextract.models import load_base
-    from finextract.data import load_private_set
+    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.attack.load_models import load_base
+    from finextract.private_set import load_private_set
 
     out = {}
     for method, lr in (("dreambooth", 1e-4), ("lora", 1e-3)):

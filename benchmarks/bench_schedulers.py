@@ -6,11 +6,11 @@
 On the fine-tuned checkpoints of a default run (``results/finetune/<set>/<ft>``), samples the same seeds
 (``sampling.seed_offset`` .. + N − 1, N = ``sampling.n_per_image`` · N0) with every (scheduler, steps) of the
 grid, for direct, CFG and FineXtract at the configured w' / k, and scores each sample set as the workflow does:
-SSCD descriptors with the configured model, calibration and blur (``finextract.similarity.embed_images``),
-then ``finextract.nsweep.clustered_point`` (``extract_clusters`` with ``clustering.min_threshold`` and
+SSCD descriptors with the configured model, calibration and blur (``finextract.attack.similarity.embed_images``),
+then ``finextract.experiments.nsweep.clustered_point`` (``extract_clusters`` with ``clustering.min_threshold`` and
 ``score_extraction`` at ``metrics.taus``). The reference is the paper's 50-step DDIM; seeds are shared by all
 samplers, so every ΔAS is a paired comparison. UNet evaluations per image are counted from the scheduler's own
-timesteps and the requests ``finextract.sampling.step_requests`` makes at each of them (w' = 1 or a guidance
+timesteps and the requests ``finextract.attack.sampling.step_requests`` makes at each of them (w' = 1 or a guidance
 interval make fewer), i.e. UNet rows per image: a one-pass LoRA FineXtract forward of two rows counts two.
 
 Writes one tidy CSV row per (set, ft, method, scheduler, steps) to ``--out`` (default
@@ -48,7 +48,7 @@ def unet_evals_per_image(backbone, method: str, scheduler_kind: str, steps: int,
                          interval) -> int:
     """UNet rows one image costs: the sampler's timesteps × the predictions requested at each, as
     ``sample_batch`` requests them (same unguided / interval rules)."""
-    from finextract.sampling import in_guidance_interval, step_requests
+    from finextract.attack.sampling import in_guidance_interval, step_requests
 
     scheduler = backbone.sampling_scheduler(scheduler_kind)
     scheduler.set_timesteps(steps)
@@ -64,7 +64,7 @@ def sample_seeds(pair, caption: str, seeds: list[int], method: str, steps: int, 
                  scheduler_kind: str, interval, shard_size: int, batch_rows: int) -> np.ndarray:
     """The images of ``seeds``, batched as the workflow batches them (shards of ``shard_size`` seeds,
     ``sampling.batch_size`` UNet rows per forward), so DDIM at the configured steps gives its very images."""
-    from finextract.sampling import images_per_batch, sample_batch
+    from finextract.attack.sampling import images_per_batch, sample_batch
 
     per_batch = images_per_batch(pair, method, batch_rows)
     out = []
@@ -77,7 +77,7 @@ def sample_seeds(pair, caption: str, seeds: list[int], method: str, steps: int, 
 
 
 def load_config(path: Path) -> tuple[dict, dict]:
-    from finextract import config as fxconfig
+    from finextract.workflow import config as fxconfig
 
     config = yaml.safe_load(path.read_text())
     # only the sections a sampling run reads: the study / N sweep / audit settings play no part here
@@ -169,13 +169,13 @@ def main() -> None:
 
     import torch
 
-    from finextract import config as fxconfig
-    from finextract.cli import _interval
-    from finextract.data import load_private_set
+    from finextract.workflow import config as fxconfig
+    from finextract.workflow.cli import _interval
+    from finextract.private_set import load_private_set
     from finextract.io import save_csv
-    from finextract.models import load_base, load_pair
-    from finextract.nsweep import clustered_point
-    from finextract.similarity import DescriptorModel, embed_images, load_calibration
+    from finextract.attack.load_models import load_base, load_pair
+    from finextract.experiments.nsweep import clustered_point
+    from finextract.attack.similarity import DescriptorModel, embed_images, load_calibration
 
     torch.set_num_threads(args.threads)
     config, targets = load_config(Path(args.config))

@@ -6,20 +6,20 @@
 No model hub is needed: SD 1.5- and SDXL-shaped pipelines (UNet2DConditionModel, AutoencoderKL, CLIP text
 encoders of the real configs, written out below) are built with random weights — a forward costs the same
 whatever the weights are — and saved as diffusers folders once per run. Every measurement then goes through
-the workflow's own code: ``finextract.models.load_base`` / ``load_pair`` (SDBackbone / SDXLBackbone, the
+the workflow's own code: ``finextract.attack.load_models.load_base`` / ``load_pair`` (SDBackbone / SDXLBackbone, the
 DreamBooth UNet loader, the LoRA loader reading a rank-64 diffusers-format LoRA file written by
-``loading.save_lora``), ``model_pair.reduce_memory`` for the memory options and ``sampling.sample_batch``.
+``loading.save_lora``), ``dreambooth_memory.reduce_memory`` for the memory options and ``sampling.sample_batch``.
 
 Methods (``--methods``):
   direct, cfg            θ' alone (a DreamBooth pipeline: one UNet), the reference for DreamBooth ratios
   cfg-lora               CFG on θ + rank-64 LoRA (one UNet), the reference for LoRA ratios
   finextract-lora        one-pass LoRA FineXtract (LoraPair: adapter switched per row, one forward per step)
   finextract-db          DreamBooth FineXtract with two UNets (TwoUNetPair), as in the paper
-  finextract-db:MODE     the same with a memory option (MODE from model_pair.MEMORY_MODES, e.g. delta-int8);
+  finextract-db:MODE     the same with a memory option (MODE from dreambooth_memory.MEMORY_MODES, e.g. delta-int8);
                          append @cpu to keep θ's part in host memory when sampling on a GPU
 
 Each method runs in a fresh subprocess, so its peak memory is its own. Peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` from ``finextract.perf.PerfRecorder`` (reset after loading, as in every
+``torch.cuda.max_memory_allocated`` from ``finextract.reporting.perf.PerfRecorder`` (reset after loading, as in every
 sampling job's perf.csv); on CPU the process's peak RSS over the whole run (PerfRecorder, loading included)
 and over sampling only (the kernel's high-water mark reset after loading via /proc/self/clear_refs, the CPU
 counterpart of the CUDA figure). Time: the measured run, plus a projection to the paper's 50 steps from the
@@ -100,10 +100,9 @@ def build_components(spec: dict, tokenizer_dir: Path, seed: int = 0, meta: bool 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from sd_fixtures import tiny_tokenizer  # a CLIP BPE tokenizer written locally (no hub)
+    from finextract.backbones.offline_tokenizer import offline_clip_tokenizer
 
-    tokenizer = tiny_tokenizer(tokenizer_dir)
+    tokenizer = offline_clip_tokenizer(tokenizer_dir, ["art", "style", "of", "a", "cat", "dog", "sks", "yarn"])
     torch.manual_seed(seed)
     with torch.device("meta") if meta else torch.device("cpu"):
         unet = UNet2DConditionModel(**spec["unet"]).eval()
@@ -205,10 +204,11 @@ def parse_method(method: str) -> tuple[str, str, str | None]:
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
-    from finextract.model_pair import PatchedUNetPair, SingleModel, reduce_memory, release_memory
-    from finextract.models import load_base, load_pair
-    from finextract.perf import PerfRecorder
-    from finextract.sampling import sample_batch
+    from finextract.attack.dreambooth_memory import PatchedUNetPair, reduce_memory, release_memory
+    from finextract.attack.model_pair import SingleModel
+    from finextract.attack.load_models import load_base, load_pair
+    from finextract.reporting.perf import PerfRecorder
+    from finextract.attack.sampling import sample_batch
 
     torch.set_num_threads(args.threads)
     paths = json.loads(args.paths)

@@ -21,7 +21,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-from finextract import similarity as sim
+from finextract.attack import similarity as sim
 
 
 def bare_loop(session, images: np.ndarray, resolution: int, batch_size: int) -> np.ndarray:

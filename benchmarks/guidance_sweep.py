@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from finextract.corpus.build import image_grid
-from finextract.data import load_private_set
+from finextract.world.corpus.build import image_grid
+from finextract.private_set import load_private_set
 from finextract.io import save_csv, save_png
-from finextract.metrics import best_match
-from finextract.models import load_base, load_pair
-from finextract.sampling import sample_batch
-from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
+from finextract.attack.metrics import best_match
+from finextract.attack.load_models import load_base, load_pair
+from finextract.attack.sampling import sample_batch
+from finextract.attack.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
 
 GRID = {"direct": [1.0], "cfg": [1.5, 2.0, 3.0], "finextract": [1.25, 1.5, 2.0, 3.0, 5.0]}
 

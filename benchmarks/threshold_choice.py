@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from finextract.clustering import clusters_at_threshold, extract_clusters
-from finextract.metrics import score_extraction
-from finextract.nsweep import prefix_rows
+from finextract.attack.clustering import clusters_at_threshold, extract_clusters
+from finextract.attack.metrics import score_extraction
+from finextract.experiments.nsweep import prefix_rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from finextract.models import load_base
-from finextract.corpus.build import image_grid
+from finextract.attack.load_models import load_base
+from finextract.world.corpus.build import image_grid
 from finextract.io import save_json, save_png
-from finextract.model_pair import SingleModel
-from finextract.sampling import sample_batch
+from finextract.attack.model_pair import SingleModel
+from finextract.attack.sampling import sample_batch
 
 
 def pick_captions(captions: pd.DataFrame, n: int = 16) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def main() -> None:
     if Path(args.loss).exists():
         loss_plot(Path(args.loss), out / "loss.png")
 
-    from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
+    from finextract.attack.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
 
     sample_desc = embed_images(np.concatenate(samples), DEFAULT_MODEL, DEFAULT_CALIBRATION, progress=False)
     real_desc = embed_images(np.stack(reals), DEFAULT_MODEL, DEFAULT_CALIBRATION, progress=False)

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from finextract.backbones.haar import BAND_NAMES, unit_variance_scales
 from finextract.backbones.tiny import load_tiny as load_base
 from finextract.backbones.base import images_to_tensor
-from finextract.image_quality import checkerboard_energy
-from finextract.model_pair import SingleModel
-from finextract.sampling import sample_batch
-from finextract.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
+from finextract.reporting.image_quality import checkerboard_energy
+from finextract.attack.model_pair import SingleModel
+from finextract.attack.sampling import sample_batch
+from finextract.attack.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@
 
 Members are byte copies of the default private sets; non-members are same-style images that were
 never in them, and each set's reference folder (resources/audit/<set>-reference/) holds known
-non-members for the membership test's p-values (finextract/corpus/audit_candidates.py says which and
+non-members for the membership test's p-values (finextract/world/corpus/audit_candidates.py says which and
 how they are prepared).
 docs/audit.md reports what `snakemake audit` measures on them.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from finextract.audit import candidate_files
-from finextract.corpus.audit_candidates import (reference_folder, write_openmoji_candidates,
+from finextract.audit.extraction import candidate_files
+from finextract.world.corpus.audit_candidates import (reference_folder, write_openmoji_candidates,
                                                 write_wesnoth_candidates)
 
 

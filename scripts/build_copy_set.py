@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/build_copy_set.py            # ~25 min on 2 cores; resumable
 
-Needs npm, apt-get and rsvg-convert (the same tools as `snakemake corpus`). See finextract/copyset.py
+Needs npm, apt-get and rsvg-convert (the same tools as `snakemake corpus`). See finextract/world/copyset.py
 for how the labels are made and docs/similarity-validation.md for what they are used for.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from finextract.copyset import CopySetRecipe, build_copy_set
+from finextract.world.copyset import CopySetRecipe, build_copy_set
 
 
 def main(argv=None) -> None:

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/build_n0_sets.py     # seconds; needs npm and rsvg-convert
 
-finextract/corpus/n0_sets.py says which emoji and why; docs/paper-experiments.md reports
+finextract/world/corpus/n0_sets.py says which emoji and why; docs/paper-experiments.md reports
 `snakemake n0_ablation --configfile config/n0-ablation.yaml` on them.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from finextract.corpus.n0_sets import DEFAULT_SIZES, write_openmoji_n0_sets
+from finextract.world.corpus.n0_sets import DEFAULT_SIZES, write_openmoji_n0_sets
 
 
 def main(argv=None) -> None:

@@ -33,11 +33,11 @@ from PIL import Image, ImageFilter
 
 REPO = Path(__file__).resolve().parents[1]
 
-from finextract import similarity as sim
-from finextract.corpus import packages as pk
-from finextract.corpus.emoji import Concept, available_concepts, image_path, slugify
-from finextract.corpus.private_sets import OPENMOJI_STYLE_CODES
-from finextract.corpus.render import load_any, to_array
+from finextract.attack import similarity as sim
+from finextract.world.corpus import packages as pk
+from finextract.world.corpus.emoji import Concept, available_concepts, image_path, slugify
+from finextract.world.corpus.private_sets import OPENMOJI_STYLE_CODES
+from finextract.world.corpus.render import load_any, to_array
 
 MODEL_RESOLUTION = 32  # the diffusion model's resolution: every comparison happens here
 NOISE_SIGMAS = (4, 8, 16)
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     if sim.DEFAULT_MODEL != chosen_variant.model or sim.DEFAULT_CALIBRATION != expected:
         print(f"WARNING: similarity.DEFAULT_MODEL/DEFAULT_CALIBRATION ({sim.DEFAULT_MODEL!r}, "
               f"{sim.DEFAULT_CALIBRATION!r}) do not match the choice ({chosen_variant.model!r}, "
-              f"{expected!r}); update finextract/similarity.py", file=sys.stderr)
+              f"{expected!r}); update finextract/attack/similarity.py", file=sys.stderr)
     print(f"chosen: {chosen}; wrote {args.doc}, {args.figure}, "
           f"{', '.join(str(p) for _, _, p in written)}", file=sys.stderr)
 
@@ -424,7 +424,7 @@ def render_doc(rows, chosen: Variant, written, seconds, meta, command, args, n_b
            else "no calibration file."),
         f"Distinct private pairs stay at p95 {fmt(r['d_p95'])} (max {fmt(r['d_max'])}), while on average "
         f"{pct(r['copy_share'])} of near-copies per kind score above {COPY_THRESHOLD}.",
-        "In code: `finextract.similarity.DEFAULT_MODEL` and `DEFAULT_CALIBRATION`; `embed_images(images)` uses them.",
+        "In code: `finextract.attack.similarity.DEFAULT_MODEL` and `DEFAULT_CALIBRATION`; `embed_images(images)` uses them.",
         "",
         "Calibration files written:",
         "",
@@ -471,10 +471,10 @@ def render_readme(written, chosen: Variant, command: str) -> str:
     for model_name, best, path in written:
         lines.append(f"| `{path.name}` | {best} | `{model_name}` |")
     lines += ["",
-              f"Default (`finextract.similarity.DEFAULT_MODEL` / `DEFAULT_CALIBRATION`): **{chosen.name}**.", "",
+              f"Default (`finextract.attack.similarity.DEFAULT_MODEL` / `DEFAULT_CALIBRATION`): **{chosen.name}**.", "",
               "Format: `.npz` without pickled objects (`np.load(..., allow_pickle=False)`): `mean` [512],",
               "`projection` [512, k] (k = 0 for centring only), `eigenvalues` [k], `model_id`, `resolution`,",
-              "`n_background`, `note`. Load with `finextract.similarity.Postprocess.load`.", ""]
+              "`n_background`, `note`. Load with `finextract.attack.similarity.Postprocess.load`.", ""]
     return "\n".join(lines)
 
 

@@ -1,8 +1,8 @@
 """Does caption extraction find a known one-word caption? A battery on the tiny-world base.
 
 For each word and fine-tuning method: fine-tune ``--base`` on ``--n-images`` coloured discs
-(tests/conftest.py's emoji_like_images) with the caption ``word``, then rank the word among one-token prompts
-under each objective (finextract.captions.OBJECTIVES), over the whole vocabulary or a seeded random sample of
+(finextract.world.synthetic.coloured_discs) with the caption ``word``, then rank the word among one-token prompts
+under each objective (finextract.experiments.caption_extraction.OBJECTIVES), over the whole vocabulary or a seeded random sample of
 it plus the word. Writes one CSV row per (word, method, objective).
 
     .venv/bin/python scripts/caption_probe.py --words zebra castle violin tiger rocket --sample 1000 \
@@ -11,7 +11,6 @@ it plus the word. Writes one CSV row per (word, method, objective).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import emoji_like_images  # noqa: E402
-from finextract.captions import OBJECTIVES, caption_direction, cross_attention_weights, text_tower, token_scores  # noqa: E402
-from finextract.data import load_private_set  # noqa: E402
-from finextract.finetune import FinetuneConfig, finetune  # noqa: E402
-from finextract.models import load_base  # noqa: E402
+from finextract.world.synthetic import coloured_discs  # noqa: E402
+from finextract.experiments.caption_extraction import OBJECTIVES, caption_direction, cross_attention_weights, text_tower, token_scores  # noqa: E402
+from finextract.private_set import load_private_set  # noqa: E402
+from finextract.training.finetune import FinetuneConfig, finetune  # noqa: E402
+from finextract.attack.load_models import load_base  # noqa: E402
 
 # the default recipe's learning rates and LoRA shape, read from the config rather than copied
 FINETUNE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["finetune"]
@@ -65,7 +63,7 @@ def main() -> None:
             cfg = FinetuneConfig(method=method, lr=LR[method], steps_per_image=args.steps_per_image,
                                  **(LORA if method == "lora" else {}))
             images = (load_private_set("probe", args.images, base.resolution, word).images if args.images
-                      else emoji_like_images(args.n_images))
+                      else coloured_discs(args.n_images))
             with tempfile.TemporaryDirectory() as tmp:
                 finetune(base, images, args.template.format(word), cfg, Path(tmp), progress=False, in_place=True)
             after = cross_attention_weights(base.unet)

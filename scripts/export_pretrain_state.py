@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/export_pretrain_state.py --run results/pretrain-broad --out resources/pretrain-state
 
-Copies ``loss.csv`` and writes ``state.safetensors`` (``finextract.pretrain.write_portable_state``), replacing
+Copies ``loss.csv`` and writes ``state.safetensors`` (``finextract.world.pretrain.write_portable_state``), replacing
 what the folder held. Resume with ``python -m finextract pretrain ... --init-from resources/pretrain-state/state.safetensors``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from finextract.pretrain import PORTABLE_STATE, write_portable_state
+from finextract.world.pretrain import PORTABLE_STATE, write_portable_state
 
 
 def main() -> None:

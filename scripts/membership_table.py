@@ -4,7 +4,7 @@
     .venv/bin/python scripts/membership_table.py results/audit results/memorising/audit
 
 For each folder: every ``<suspect>/<ft>/membership.csv`` (labelled candidates, reference rows) is answered
-with ``--score`` (default: the schema's), measured (finextract.audit.measure_membership: AUC and TPR at 1 % and
+with ``--score`` (default: the schema's), measured (finextract.audit.extraction.measure_membership: AUC and TPR at 1 % and
 0.1 % FPR with bootstrap intervals, the calibration with and without the reference, every other score), and
 printed as the tables of ``summary.md``; then docs/audit.md's variant rule applied to that folder's cells.
 ``--sign-test`` also prints what the rejected no-reference rule would call: a one-sided sign test of the
@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 import pandas as pd
 
-from finextract.audit import measure_membership
-from finextract.audit_report import choose_variant, membership_figures, variant_figures
-from finextract.membership.run import answer_with
+from finextract.audit.extraction import measure_membership
+from finextract.audit.report import choose_variant, membership_figures, variant_figures
+from finextract.audit.membership.run import answer_with
 
 
 def folder_table(folder: Path, score: str) -> pd.DataFrame:

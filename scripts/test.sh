@@ -15,4 +15,6 @@ status=0
 .venv/bin/python -m pytest -q -ra --durations=15 "$@" || status=$?
 # snakemake --lint on the workflow (.test/ config); notices not justified in the script fail CI
 .venv/bin/python scripts/lint_workflow.py || { [ "$status" = 0 ] && status=1; }
+# the rules' formatting, as the Snakemake workflow catalog checks it (settings in pyproject.toml)
+.venv/bin/snakefmt --check workflow/ || { [ "$status" = 0 ] && status=1; }
 exit "$status"

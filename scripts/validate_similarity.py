@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 import calibrate_sscd as cal
 
-from finextract import similarity as sim
-from finextract.copyset import labelled_pairs, load_copy_set
-from finextract.metrics import pixel_l2_pairs
-from finextract.roc import roc_auc, tpr_at_fpr
+from finextract.attack import similarity as sim
+from finextract.world.copyset import labelled_pairs, load_copy_set
+from finextract.attack.metrics import pixel_l2_pairs
+from finextract.audit.roc import roc_auc, tpr_at_fpr
 
 TAUS = (0.6, 0.7)
 MAX_FALSE_POSITIVE = 0.01
@@ -276,7 +276,7 @@ def render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs,
         "and a private image. It used to be validated only on synthetic perturbations of real images; this",
         "page validates it on **generated** copies and non-copies of the tiny world and chooses it there.",
         f"Regenerate with `{command}` ({seconds / 60:.0f} min on the project's 2-core VM);",
-        "the labelled set is rebuilt by `.venv/bin/python scripts/build_copy_set.py` (`finextract/copyset.py`).",
+        "the labelled set is rebuilt by `.venv/bin/python scripts/build_copy_set.py` (`finextract/world/copyset.py`).",
         "",
         "## The labelled set (made by construction, not by a metric)",
         "",

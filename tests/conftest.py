@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 
+from finextract.world.synthetic import coloured_discs
+
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 SCHEMAS = REPO / "workflow" / "schemas"
@@ -83,15 +85,7 @@ def tiny_backbone():
 
 def emoji_like_images(n, size=32, seed=0):
     """Coloured discs on white: distinct, easy to tell apart at 32 px."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images = np.full((n, size, size, 3), 255, np.uint8)
-    for i in range(n):
-        cx, cy = rng.integers(10, size - 10, 2)
-        r = rng.integers(6, 10)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        images[i][mask] = rng.integers(0, 200, 3)
-    return images
+    return coloured_discs(n, size, seed)
 
 
 def write_private_set(folder: Path, images: np.ndarray, caption="art style of test"):

@@ -15,52 +15,20 @@ import torch
 from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
                        StableDiffusionXLPipeline, UNet2DConditionModel)
 from safetensors.torch import save_file
+from finextract.backbones.offline_tokenizer import offline_clip_tokenizer
+from finextract.backbones.offline_tokenizer import write_clip_tokenizer_files as _write_clip_tokenizer_files
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 WORDS = ["art", "style", "of", "a", "cat", "dog", "sks", "yarn"]
 
 
 # --- tokenizer --------------------------------------------------------------------------
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP byte-to-unicode table: every byte gets a printable symbol."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    codes, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def write_clip_tokenizer_files(folder: Path) -> Path:
-    """vocab.json + merges.txt of a tiny CLIP BPE: all byte symbols plus whole-word merges for WORDS."""
-    folder.mkdir(parents=True, exist_ok=True)
-    symbols = _byte_symbols()
-    vocab = symbols + [s + "</w>" for s in symbols]
-    merges: list[str] = []
-    for word in WORDS:
-        if len(word) < 2:
-            continue
-        prefix = word[0]
-        for i, ch in enumerate(word[1:], start=1):
-            piece = ch + ("</w>" if i == len(word) - 1 else "")
-            merges.append(f"{prefix} {piece}")
-            prefix = prefix + piece
-            if prefix not in vocab:
-                vocab.append(prefix)
-    vocab = list(dict.fromkeys(vocab + ["<|startoftext|>", "<|endoftext|>"]))
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return folder
+    return _write_clip_tokenizer_files(folder, WORDS)
 
 
 def tiny_tokenizer(folder: Path) -> CLIPTokenizer:
-    write_clip_tokenizer_files(folder)
-    tok = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
-    tok.model_max_length = 77
-    return tok
+    return offline_clip_tokenizer(folder, WORDS)
 
 
 # --- components -------------------------------------------------------------------------

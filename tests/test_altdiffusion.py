@@ -17,9 +17,9 @@ from finextract.backbones.altdiffusion import AltDiffusionBackbone
 from finextract.backbones.kinds import detect_kind
 from finextract.backbones.loading import load_backbone, load_dreambooth_unet, load_lora
 from finextract.backbones.sd import PRETRAINED
-from finextract.model_pair import LoraPair, TwoUNetPair, lora_layers
-from finextract.models import load_base, load_pair
-from finextract.sampling import sample_batch
+from finextract.attack.model_pair import LoraPair, TwoUNetPair, lora_layers
+from finextract.attack.load_models import load_base, load_pair
+from finextract.attack.sampling import sample_batch
 from sd_fixtures import ATTN_TARGETS, WORDS, build_sd_pipeline, save_pipeline, sd_scheduler, tiny_sd_unet, tiny_vae
 
 CAPTION = "art style of a cat"

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SCHEMAS, load_test_config
-from finextract.audit import (MIN_REFERENCE, AuditInputError, MethodEvidence, audit_table, check_reference, draw_of,
+from finextract.audit.extraction import (MIN_REFERENCE, AuditInputError, MethodEvidence, audit_table, check_reference, draw_of,
                               load_candidates, measure, merge_membership, read_labels)
-from finextract.config import ConfigError, validate_config
-from finextract.pvalues import benjamini_hochberg, bonferroni_min, empirical_p
-from finextract.roc import roc_auc, tpr_at_fpr
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.audit.pvalues import benjamini_hochberg, bonferroni_min, empirical_p
+from finextract.audit.roc import roc_auc, tpr_at_fpr
 
 
 def unit_rows(rng, n, dim=16):
@@ -206,7 +206,7 @@ def test_a_checkpoint_that_does_not_fit_the_base_is_named_before_any_job(tmp_pat
     import torch
 
     from conftest import make_tiny_backbone
-    from finextract.config import _shapes, check_fits_base
+    from finextract.workflow.model_checks import _shapes, check_fits_base
 
     base = str(REPO / "resources" / "base")
     other = make_tiny_backbone(channels=(8, 16, 16)).unet  # another architecture's UNet
@@ -264,8 +264,8 @@ def test_realworld_audit_of_a_published_dreambooth_folder(tmp_path):
 def test_write_audit_puts_the_membership_answer_beside_the_extraction_evidence(tmp_path):
     import json
 
-    from finextract.audit_report import write_audit, write_audit_summary
-    from finextract.membership.calibrate import calibrate
+    from finextract.audit.report import write_audit, write_audit_summary
+    from finextract.audit.membership.calibrate import calibrate
 
     rng = np.random.default_rng(0)
     files = [tmp_path / f"c{i}.png" for i in range(12)]

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import SCHEMAS, emoji_like_images, load_test_config, make_tiny_backbone, write_private_set
-from finextract.config import ConfigError, validate_config
-from finextract.data import PrivateSetError, load_private_set
-from finextract.finetune import FinetuneConfig, finetune
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.private_set import PrivateSetError, load_private_set
+from finextract.training.finetune import FinetuneConfig, finetune
 
 
 def base_config(folder):

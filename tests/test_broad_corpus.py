@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finextract.corpus import broad, build, packages as pk
+from finextract.world.corpus import broad, build, packages as pk
 
 NAMES = ["grinning face", "dog face", "rocket", "pizza", "crab", "candle", "cloud", "bison"]
 
@@ -53,7 +53,7 @@ def test_caption_templates_cover_concept_style_concept_style_only_and_a_long_phr
 
 
 def test_heldout_rule_is_even_deterministic_and_needs_every_style(tmp_path):
-    from finextract.corpus.emoji import Concept
+    from finextract.world.corpus.emoji import Concept
     full = {s: tmp_path for s in broad.BROAD_STYLES}
     found = [(Concept(f"c{i}", f"{i:04X}", "x", i, ""), full if i % 3 else {"google": tmp_path}) for i in range(60)]
     picked = broad.heldout_concepts(found, count=5)
@@ -82,7 +82,7 @@ def test_broad_corpus_keeps_heldout_and_private_concepts_out_in_every_style(tmp_
 
 @needs_rsvg
 def test_written_corpus_is_deterministic_and_pretraining_reads_its_caption_table(tmp_path):
-    from finextract.pretrain import load_caption_table
+    from finextract.world.pretrain import load_caption_table
 
     fake_packages(tmp_path / "cache")
     digests = [build.write_broad_corpus(tmp_path / f"out{i}", tmp_path / "cache", 16, set(), heldout_count=2) for i in range(2)]

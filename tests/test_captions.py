@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import REPO, make_tiny_backbone
-from finextract.captions import (caption_direction, content_words, cross_attention_weights, extract_caption,
+from finextract.experiments.caption_extraction import (caption_direction, content_words, cross_attention_weights, extract_caption,
                                  objective, rank_approximation, text_tower, word_recall)
 
 
@@ -13,7 +13,7 @@ def test_weights_of_the_caption_reading_layers_merge_lora_deltas():
     backbone = make_tiny_backbone()
     plain = cross_attention_weights(backbone.unet)
     assert plain and all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in plain)
-    from finextract.finetune import lora_config
+    from finextract.training.finetune import lora_config
 
     backbone.unet.add_adapter(lora_config(4, ["to_k", "to_v"]), adapter_name="finetuned")
     for name, module in backbone.unet.named_modules():
@@ -39,7 +39,7 @@ def test_objective_vanishes_without_fine_tuning_and_the_rank_one_pca_is_exact_on
 
 def test_pca_delta_recovers_a_rank_one_edit_and_objectives_are_checked():
     from conftest import SCHEMAS, load_test_config
-    from finextract.config import ConfigError, validate_config
+    from finextract.workflow.config import ConfigError, validate_config
 
     before = {"a.attn2.to_k": torch.randn(6, 8), "a.attn2.to_v": torch.randn(6, 8)}
     u, v = torch.randn(12, 1), torch.randn(1, 8)
@@ -55,7 +55,7 @@ def test_pca_delta_recovers_a_rank_one_edit_and_objectives_are_checked():
 
 
 def test_tiny_tower_matches_the_workflow_encoding_and_the_search_is_seeded():
-    from finextract import text
+    from finextract.backbones import text_encoder as text
 
     backbone = make_tiny_backbone()
     tower = text_tower(backbone)
@@ -83,7 +83,7 @@ def test_word_recall():
 def test_the_caption_figure_draws_every_model(tmp_path):
     import pandas as pd
 
-    from finextract.captions_report import plot_caption_scores
+    from finextract.experiments.caption_report import plot_caption_scores
 
     rows = [{"set": s, "ft": ft, "kind": kind, "n_tokens": 3, "caption": "a b c", "F": f}
             for s in ("one", "two") for ft in ("dreambooth", "lora")

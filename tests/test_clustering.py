@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from finextract.clustering import ClusterResult, clusters_at_threshold, extract_clusters
+from finextract.attack.clustering import ClusterResult, clusters_at_threshold, extract_clusters
 
 
 def clustered_descriptors(sizes, dim=64, noise=0.25, n_background=0, seed=0):

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finextract.corpus import emoji, packages as pk
-from finextract.corpus.emoji import Concept, caption_for, parse_caption, select_concepts, slugify
+from finextract.world.corpus import emoji, packages as pk
+from finextract.world.corpus.emoji import Concept, caption_for, parse_caption, select_concepts, slugify
 
 
 def test_caption_round_trip():

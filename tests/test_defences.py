@@ -6,11 +6,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SCHEMAS, emoji_like_images, load_test_config, make_tiny_backbone
-from finextract.augment import augmenter
-from finextract.config import ConfigError, validate_config
-from finextract.defences import point_labels, write_defences_summary
-from finextract.finetune import FinetuneConfig, finetune
-from finextract.image_quality import checkerboard_energy, sharpness
+from finextract.training.augment import augmenter
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.experiments.defences import point_labels, write_defences_summary
+from finextract.training.finetune import FinetuneConfig, finetune
+from finextract.reporting.image_quality import checkerboard_energy, sharpness
 
 
 @pytest.mark.parametrize("name", ["cutout", "randaugment"])

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from finextract import guidance
-from finextract.sampling import combine, method_requests
-from finextract.model_pair import FINETUNED, PRETRAINED
+from finextract.attack import guidance
+from finextract.attack.sampling import combine, method_requests
+from finextract.attack.model_pair import FINETUNED, PRETRAINED
 
 
 def test_model_guided_eps_hand_computed():
@@ -55,8 +55,8 @@ def test_combine_dispatches_to_guidance():
 
 
 def test_batch_rows_are_shared_out_per_method():
-    from finextract.model_pair import LoraPair, SingleModel, TwoUNetPair
-    from finextract.sampling import images_per_batch
+    from finextract.attack.model_pair import LoraPair, SingleModel, TwoUNetPair
+    from finextract.attack.sampling import images_per_batch
 
     two = TwoUNetPair.__new__(TwoUNetPair)  # rows_per_image needs no weights
     one, lora = SingleModel.__new__(SingleModel), LoraPair.__new__(LoraPair)

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from conftest import SCHEMAS, emoji_like_images, load_test_config, write_private_set
-from finextract.config import ConfigError, validate_config
-from finextract.data import load_private_set
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.private_set import load_private_set
 
 
 def check_config(config):
@@ -148,7 +148,7 @@ def test_taus_that_print_alike_are_one_column(folder):
     ("a,b\nimg.png\n", "row 1: no image in column b"),
 ])
 def test_similarity_pairs_errors_name_the_file(tmp_path, capsys, content, expected):
-    from finextract.cli import main
+    from finextract.workflow.cli import main
 
     if content is not None:
         (tmp_path / "pairs.csv").write_text(content)
@@ -158,7 +158,7 @@ def test_similarity_pairs_errors_name_the_file(tmp_path, capsys, content, expect
 
 
 def test_similarity_given_a_folder_says_so(tmp_path):
-    from finextract.cli import main
+    from finextract.workflow.cli import main
 
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(SystemExit, match="is a folder; expected an image file"):
@@ -169,14 +169,14 @@ def test_a_missing_relative_base_taken_for_a_hub_id_is_noted(folder, tmp_path, m
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.chdir(tmp_path)
-    from finextract import config as fxconfig
+    from finextract.workflow import model_checks
 
-    fxconfig.check_base_model("models/base", "base_model")
+    model_checks.check_base_model("models/base", "base_model")
     assert f"base_model: models/base is no path under the working directory {tmp_path}" in capsys.readouterr().err
 
 
 def test_similarity_reads_its_config_strictly(tmp_path):
-    from finextract.cli import main
+    from finextract.workflow.cli import main
 
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "config.yaml").write_text("sscd: {calibration: null}\nsscd: {}\n")

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finextract.metrics import pixel_l2_matrix, pixel_l2_pairs, score_l2
-from finextract.report import metric_disagreements, score_columns, table1, table1_markdown
+from finextract.attack.metrics import pixel_l2_matrix, pixel_l2_pairs, score_l2
+from finextract.reporting.summary import metric_disagreements, score_columns, table1, table1_markdown
 
 
 def solid(value, n=1, size=2):
@@ -89,7 +89,7 @@ def test_disagreements_between_sscd_and_l2_are_listed(tmp_path):
 
 
 def test_leak_summary_names_the_best_attack_and_the_control():
-    from finextract.report import leak_summary
+    from finextract.reporting.summary import leak_summary
 
     metrics = metrics_rows([0.6, 0.7])
     metrics.loc[1, "A-ESR@0.6"] = 0.9  # FineXtract extracts more

@@ -6,12 +6,12 @@ import pytest
 from scipy import stats
 
 from conftest import emoji_like_images, make_tiny_backbone
-from finextract.membership.calibrate import (calibrate, empirical_null_p, reference_p, set_test_against_reference,
+from finextract.audit.membership.calibrate import (calibrate, empirical_null_p, reference_p, set_test_against_reference,
                                              simes_test)
-from finextract.membership.evaluate import bootstrap_roc
-from finextract.membership.score import (PAIRED_VARIANTS, LossGrid, images_to_latents, paired_losses,
+from finextract.audit.membership.evaluate import bootstrap_roc
+from finextract.audit.membership.score import (PAIRED_VARIANTS, LossGrid, images_to_latents, paired_losses,
                                          score_variants)
-from finextract.model_pair import LoraPair, TwoUNetPair
+from finextract.attack.model_pair import LoraPair, TwoUNetPair
 
 CAPTION = "art style of test"
 
@@ -41,7 +41,7 @@ def test_the_gap_is_exactly_zero_when_the_fine_tuned_model_is_the_base(predictio
 
 def test_the_gap_is_exactly_zero_for_a_lora_that_changes_nothing():
     """peft initialises B = 0: the adapter is on for θ''s rows and off for θ''s, and adds nothing."""
-    from finextract.finetune import lora_config
+    from finextract.training.finetune import lora_config
 
     backbone = make_tiny_backbone()
     config = lora_config(4, ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"])
@@ -54,8 +54,8 @@ def test_the_gap_is_exactly_zero_for_a_lora_that_changes_nothing():
 
 
 def finetuned_pair(tmp_path, method, images, steps_per_image):
-    from finextract.finetune import FinetuneConfig, finetune
-    from finextract.models import load_pair
+    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.attack.load_models import load_pair
 
     lora = {"lora_rank": 8, "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]} \
         if method == "lora" else {}
@@ -131,7 +131,7 @@ def test_bootstrap_roc_brackets_the_figures():
 
 def test_a_caption_the_text_encoder_cuts_gets_a_note_before_any_model_loads():
     from conftest import REPO
-    from finextract.membership.run import tiny_caption_note
+    from finextract.audit.membership.run import tiny_caption_note
 
     base = str(REPO / "resources" / "base")
     assert tiny_caption_note(base, "a drake burner") is None
@@ -158,7 +158,7 @@ def test_the_gap_on_every_latent_backbone_for_dreambooth_and_lora(sd_models, tmp
     import torch
 
     from finextract.backbones.loading import load_backbone
-    from finextract.models import load_pair
+    from finextract.attack.load_models import load_pair
     from sd_fixtures import ATTN_TARGETS
     from test_sd_backbones import add_trained_like_lora
 
@@ -187,7 +187,7 @@ def test_the_gap_on_every_latent_backbone_for_dreambooth_and_lora(sd_models, tmp
 
 
 def test_the_cli_offers_exactly_the_paired_score_variants():
-    from finextract.cli import MEMBERSHIP_SCORES
-    from finextract.membership.score import PAIRED_VARIANTS
+    from finextract.workflow.cli import MEMBERSHIP_SCORES
+    from finextract.audit.membership.score import PAIRED_VARIANTS
 
     assert MEMBERSHIP_SCORES == PAIRED_VARIANTS

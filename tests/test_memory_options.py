@@ -1,4 +1,4 @@
-"""DreamBooth memory options (finextract.model_pair.PatchedUNetPair / reduce_memory) on tiny SD-shaped models.
+"""DreamBooth memory options (finextract.attack.dreambooth_memory.PatchedUNetPair / reduce_memory) on tiny SD-shaped models.
 
 θ' is θ with every tensor perturbed (a full-UNet fine-tune) or only some layers (a partial one); the
 options must give TwoUNetPair's predictions exactly (``delta``) or within the stated tolerances.
@@ -13,9 +13,9 @@ import torch
 
 from finextract.backbones.sd import SDBackbone
 from finextract.backbones.sdxl import SDXLBackbone
-from finextract.model_pair import (FINETUNED, PRETRAINED, EpsRequest, PatchedUNetPair, TwoUNetPair,
-                                   reduce_memory)
-from finextract.sampling import sample_batch
+from finextract.attack.dreambooth_memory import PatchedUNetPair, reduce_memory
+from finextract.attack.model_pair import FINETUNED, PRETRAINED, EpsRequest, TwoUNetPair
+from finextract.attack.sampling import sample_batch
 
 from sd_fixtures import build_sd_pipeline, build_sdxl_pipeline
 
@@ -152,7 +152,7 @@ def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
     """The ``finextract sample --memory`` path (stages.run_sample) on a saved SD-shaped pipeline + DreamBooth UNet."""
     from PIL import Image
 
-    from finextract.stages import run_sample
+    from finextract.workflow.steps import run_sample
     from sd_fixtures import save_pipeline
 
     pipe = copy.deepcopy(_PIPELINES.get("sd") or build_sd_pipeline(tmp_path / "tok"))
@@ -174,10 +174,10 @@ def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
 
 @pytest.mark.parametrize("memory", ["delta", "delta-int8"])
 def test_streaming_from_a_folder_equals_the_in_memory_conversion(tmp_path, memory, monkeypatch):
-    import finextract.model_pair as model_pair
-    from finextract.model_pair import PatchedUNetPair
+    import finextract.attack.dreambooth_memory as dreambooth_memory
+    from finextract.attack.dreambooth_memory import PatchedUNetPair
 
-    monkeypatch.setattr(model_pair, "_DROP_AT_LEAST", 0)  # hand back the pages of every tensor ≥ 1 page of θ
+    monkeypatch.setattr(dreambooth_memory, "_DROP_AT_LEAST", 0)  # hand back the pages of every tensor ≥ 1 page of θ
 
     ref_bb, test_bb = _backbone(tmp_path / "a"), _backbone(tmp_path / "b")
     finetuned = _finetuned(ref_bb.unet)
@@ -196,3 +196,33 @@ def test_streaming_from_a_folder_equals_the_in_memory_conversion(tmp_path, memor
     assert PatchedUNetPair.from_folder(_backbone(tmp_path / "d"), tmp_path / "ckpt", memory) is None
     with pytest.raises(ValueError, match="does not match the base"):
         PatchedUNetPair.from_folder(_backbone(tmp_path / "e", "sdxl"), tmp_path / "ckpt" / "unet", memory)
+
+
+def test_the_sampling_memory_key_reaches_dreambooth_sampling_only(tmp_path):
+    """`sampling.memory` from the config to the sample command: DreamBooth jobs get `--memory`, LoRA and the
+    control row do not, the default writes nothing (so runs made before the key keep their params), and a mode
+    that does not exist fails before any job with the key named."""
+    import yaml
+
+    from conftest import load_test_config
+    from test_workflow import snakemake
+
+    def commands(memory):
+        config = load_test_config()
+        config["results"] = str(tmp_path / "results")
+        if memory is not None:
+            config["sampling"]["memory"] = memory
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        result = snakemake("-n", "-p", "--configfile", str(tmp_path / "config.yaml"), check=memory != "delta-int4")
+        return result, [line for line in result.stdout.splitlines() if " sample --base" in line]
+
+    _, default = commands(None)
+    assert default and not any("--memory" in c for c in default)
+    _, held = commands("delta-int8")
+    dreambooth = [c for c in held if "--ft-method dreambooth" in c]
+    others = [c for c in held if "--ft-method dreambooth" not in c]
+    assert dreambooth and others
+    assert all("--memory delta-int8" in c for c in dreambooth) and not any("--memory" in c for c in others)
+    result, _ = commands("delta-int4")
+    assert result.returncode != 0
+    assert "sampling.memory" in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr

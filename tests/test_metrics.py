@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from finextract.metrics import (average_similarity, best_match, extraction_success_rate, score_extraction,
+from finextract.attack.metrics import (average_similarity, best_match, extraction_success_rate, score_extraction,
                                 similarity_matrix)
 
 

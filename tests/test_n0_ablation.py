@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import REPO, SCHEMAS, absolute_paths
-from finextract.config import ConfigError, validate_config
-from finextract.n0_ablation import n0_table, write_n0_ablation
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.experiments.n0_ablation import n0_table, write_n0_ablation
 from test_workflow import planned_jobs
 
 SETS = REPO / "resources" / "datasets" / "openmoji-n0"
@@ -97,7 +97,7 @@ def test_the_ablation_plans_every_set_with_the_usual_rules(tmp_path):
 
 
 def test_the_pool_skips_reserved_and_compound_emoji_and_is_deterministic(tmp_path):
-    from finextract.corpus.n0_sets import pool_rows
+    from finextract.world.corpus.n0_sets import pool_rows
 
     (tmp_path / "data").mkdir()
     (tmp_path / "color" / "svg").mkdir(parents=True)

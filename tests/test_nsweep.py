@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from finextract.nsweep import prefix_rows, seed_of, sweep_point
+from finextract.experiments.nsweep import prefix_rows, seed_of, sweep_point
 
 
 def _unit(x):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finextract import pretrain as pretraining
-from finextract.pretrain import PretrainConfig, pretrain
+from finextract.world import pretrain as pretraining
+from finextract.world.pretrain import PretrainConfig, pretrain
 
 
 def broad_style_corpus(folder):
@@ -50,7 +50,7 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch)
 
 
 def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
-    from finextract.pretrain import write_portable_state
+    from finextract.world.pretrain import write_portable_state
 
     corpus = tmp_path / "corpus"
     broad_style_corpus(corpus)

@@ -239,7 +239,7 @@ def test_random_edits_plan_exactly_the_jobs_downstream(world):
 
 # --- the same, function by function (fast) ---------------------------------------------------------
 def test_captions_are_data_on_the_command_line(tmp_path, monkeypatch):
-    from finextract.cli import _caption_from, build_parser
+    from finextract.workflow.cli import _caption_from, build_parser
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("the text of a user's file\n")
@@ -255,8 +255,8 @@ def test_captions_are_data_on_the_command_line(tmp_path, monkeypatch):
 
 def test_set_folders_are_listed_not_globbed(tmp_path):
     from conftest import emoji_like_images, write_private_set
-    from finextract.data import image_files
-    from finextract.provenance import image_set_digest
+    from finextract.private_set import image_files
+    from finextract.workflow.provenance import image_set_digest
 
     folder = write_private_set(tmp_path / "set [1] *?", emoji_like_images(2))
     assert [p.name for p in image_files(folder)] == ["img_00.png", "img_01.png"]
@@ -269,7 +269,7 @@ def test_a_damaged_checkpoint_without_checksums_is_named(tmp_path):
     """Folders fine-tuned before checksums.json existed: each .safetensors must be as long as its header says."""
     from safetensors.torch import save_file
 
-    from finextract.provenance import CheckpointError, verify_checkpoint
+    from finextract.workflow.provenance import CheckpointError, verify_checkpoint
 
     folder = tmp_path / "results" / "finetune" / "s" / "lora"
     folder.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Bad input a new user would try: each fails before the first job naming the key or file and what was
 expected, or is handled (converted, noted). docs/reliability.md lists every case with the test that pins it.
 
-All config checks run in-process through finextract.config.validate_config, the function the Snakefile
+All config checks run in-process through finextract.workflow.config.validate_config, the function the Snakefile
 calls while it builds the DAG (schema with its defaults, then the file-system checks).
 """
 from __future__ import annotations
@@ -16,9 +16,10 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, SCHEMAS, absolute_paths, emoji_like_images, load_test_config, write_private_set
-from finextract import config as fxconfig
-from finextract.config import ConfigError, validate_config
-from finextract.data import PrivateSetError, load_private_set
+from finextract.workflow import config as fxconfig
+from finextract.workflow import model_checks
+from finextract.workflow.config import ConfigError, validate_config
+from finextract.private_set import PrivateSetError, load_private_set
 
 
 def validate(config):
@@ -140,9 +141,9 @@ def test_random_bytes_named_onnx_are_not_a_model(smoke, tmp_path):
 
 
 def test_a_real_onnx_file_passes_the_structure_check():
-    from finextract.similarity import check_descriptor_model
+    from finextract.attack.similarity import check_descriptor_model
 
-    fxconfig.check_onnx_file(check_descriptor_model("distilled").path)  # the shipped model
+    model_checks.check_onnx_file(check_descriptor_model("distilled").path)  # the shipped model
 
 
 def test_sscd_model_unknown_suffix_and_missing_file(smoke, tmp_path):
@@ -196,7 +197,7 @@ def test_base_model_that_is_not_a_model(smoke, tmp_path):
 def test_uncached_hub_id_offline_is_noted(smoke, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    fxconfig.check_base_model("someone/some-model", "base_model")
+    model_checks.check_base_model("someone/some-model", "base_model")
     assert "someone/some-model is not a local path and not in the hub cache" in capsys.readouterr().err
 
 
@@ -231,7 +232,7 @@ def test_16_bit_grayscale_png_is_rescaled_not_clipped(tmp_path):
 
 
 def test_float_and_32_bit_grayscale_are_rescaled(tmp_path):
-    from finextract.data import to_8bit
+    from finextract.private_set import to_8bit
 
     ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     assert np.asarray(to_8bit(Image.fromarray(ramp, "F"))).max() == 255
@@ -283,9 +284,9 @@ def test_over_long_caption_is_noted_with_what_the_model_sees(smoke, capsys):
 
 
 def test_over_long_caption_is_logged_by_the_text_encoder(caplog):
-    from finextract.text import encode_captions
+    from finextract.backbones.text_encoder import encode_captions
 
-    with caplog.at_level("WARNING", logger="finextract.text"):
+    with caplog.at_level("WARNING", logger="finextract.backbones.text_encoder"):
         encode_captions(["a drake burner " * 20])
     assert "cut to the text encoder's 16" in caplog.text
 
@@ -368,7 +369,7 @@ def test_lora_loader_names_the_missing_path():
       "--batch-size", "1", "--threads", "1"], "--steps"),
 ])
 def test_cli_requires_what_the_workflow_passes(argv, flag, capsys):
-    from finextract.cli import build_parser
+    from finextract.workflow.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import emoji_like_images, make_tiny_backbone
-from finextract.model_pair import SingleModel
-from finextract.sampling import sample_batch
+from finextract.attack.model_pair import SingleModel
+from finextract.attack.sampling import sample_batch
 
 
 class OracleUNet(torch.nn.Module):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from finextract.backbones.base import SAMPLING_SCHEDULERS
-from finextract.model_pair import SingleModel
-from finextract.sampling import sample_batch
+from finextract.attack.model_pair import SingleModel
+from finextract.attack.sampling import sample_batch
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLING_SCHEDULERS))

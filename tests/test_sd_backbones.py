@@ -14,8 +14,8 @@ from finextract.backbones.loading import (check_pickle, load_backbone, load_drea
                                           resolution_of, resolve_dtype, save_lora)
 from finextract.backbones.sd import FINETUNED, PRETRAINED, SDBackbone
 from finextract.backbones.sdxl import SDXLBackbone
-from finextract.model_pair import EpsRequest, LoraPair, TwoUNetPair, lora_layers
-from finextract.sampling import sample_batch
+from finextract.attack.model_pair import EpsRequest, LoraPair, TwoUNetPair, lora_layers
+from finextract.attack.sampling import sample_batch
 from sd_fixtures import (ATTN_TARGETS, build_sd_pipeline, build_sdxl_pipeline, clip_to_ldm, save_pipeline,
                          save_sd_single_file, tiny_sd_unet, tiny_sdxl_unet, tiny_text_encoder, unet_to_ldm,
                          vae_to_ldm, write_kohya_lora)
@@ -231,7 +231,7 @@ def test_dreambooth_unet_folder_and_pipeline_with_trained_text_encoder(models, t
 # --- sampling ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["sd", "sdxl"])
 def test_sampling_with_lora_and_dreambooth_pairs(models, tmp_path, kind):
-    from finextract.models import load_base, load_pair
+    from finextract.attack.load_models import load_base, load_pair
 
     bb = load_base(str(models[kind]), precision="fp32", device="cpu")
     donor = load_backbone(models[kind])
@@ -296,8 +296,8 @@ def test_reduced_precision_path_runs(models, tmp_path):
 
 # --- fine-tuning loop integration ------------------------------------------------------------------------
 def test_lead_finetune_loop_writes_a_lora_our_loader_reads(models, tmp_path):
-    from finextract.finetune import FinetuneConfig, finetune
-    from finextract.models import load_pair
+    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.attack.load_models import load_pair
 
     bb = load_backbone(models["sd"])
     images = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
@@ -311,7 +311,7 @@ def test_lead_finetune_loop_writes_a_lora_our_loader_reads(models, tmp_path):
 
 # --- perf recorder ---------------------------------------------------------------------------------------
 def test_perf_recorder_rows(tmp_path):
-    from finextract.perf import COLUMNS, PerfRecorder
+    from finextract.reporting.perf import COLUMNS, PerfRecorder
 
     recorder = PerfRecorder(device="cpu")
     with recorder:

@@ -27,7 +27,7 @@ from conftest import REPO, emoji_like_images, snakemake_cmd, write_private_set
 from sd_fixtures import (build_sd_pipeline, build_sdxl_pipeline, save_pipeline, tiny_sdxl_unet,
                          write_kohya_lora)
 
-from finextract.report import CONTROL_LABEL
+from finextract.reporting.summary import CONTROL_LABEL
 
 pytestmark = pytest.mark.slow  # end to end through Snakemake: about a minute per test on 2 busy cores
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finextract import similarity as sim
+from finextract.attack import similarity as sim
 
 RES = 96  # below the 224² default: keeps the tests fast; the properties do not depend on it
 

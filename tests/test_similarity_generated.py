@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finextract.compare import compare_pairs, instrument_from_config, read_pairs_csv
+from finextract.workflow.score_pairs import compare_pairs, instrument_from_config, read_pairs_csv
 
 REPO = Path(__file__).resolve().parent.parent
 COPYSET = REPO / "resources" / "copyset"

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import REPO, emoji_like_images
-from finextract import auto_w
-from finextract.clustering import extract_clusters
-from finextract.model_pair import FINETUNED, PRETRAINED
-from finextract.sampling import in_guidance_interval, step_requests
-from finextract.study import FULL_INTERVAL, Variant, default_strength, study_variants
+from finextract.experiments import auto_w
+from finextract.attack.clustering import extract_clusters
+from finextract.attack.model_pair import FINETUNED, PRETRAINED
+from finextract.attack.sampling import in_guidance_interval, step_requests
+from finextract.experiments.study import FULL_INTERVAL, Variant, default_strength, study_variants
 
 STUDY = {
     "detail_seeds": [0],
@@ -73,7 +73,7 @@ def test_outside_the_interval_one_forward_of_the_finetuned_model(method, outside
 
 def test_an_interval_outside_every_timestep_samples_exactly_like_direct(tiny_backbone, tmp_path):
     """Guidance restricted to timesteps that never occur is direct sampling; inside it, it is not."""
-    from finextract.model_pair import TwoUNetPair
+    from finextract.attack.model_pair import TwoUNetPair
     import copy
 
     finetuned = copy.deepcopy(tiny_backbone.unet)
@@ -81,7 +81,7 @@ def test_an_interval_outside_every_timestep_samples_exactly_like_direct(tiny_bac
         for p in finetuned.parameters():
             p.add_(0.02 * torch.randn_like(p))
     pair = TwoUNetPair(tiny_backbone, finetuned)
-    from finextract.sampling import sample_batch
+    from finextract.attack.sampling import sample_batch
 
     direct = sample_batch(pair, "art style of test", [1, 2], "direct", 4, 1.0, 0.0)
     never = sample_batch(pair, "art style of test", [1, 2], "finextract", 4, 3.0, -0.02, interval=(1001, 1001))
@@ -132,7 +132,7 @@ def test_singleton_cliques_count_as_no_cohesion():
 @pytest.mark.parametrize("method", ["dreambooth", "lora"])
 def test_a_snapshot_equals_a_run_of_that_length(tmp_path, method):
     from conftest import make_tiny_backbone
-    from finextract.finetune import FinetuneConfig, finetune, snapshot_name
+    from finextract.training.finetune import FinetuneConfig, finetune, snapshot_name
     from safetensors.torch import load_file
 
     images = emoji_like_images(2)
@@ -230,7 +230,7 @@ def test_w_auto_samples_every_candidate_then_the_method_at_the_chosen_w(tmp_path
 def test_detail_tables_compare_k_and_interval_at_each_w_they_were_sampled_at():
     import pandas as pd
 
-    from finextract.study_report import detail_tables
+    from finextract.experiments.study_report import detail_tables
 
     cell = {"set": "a", "ft": "dreambooth", "steps_per_image": 10}
     rows = [{**cell, "seed": seed, "method": "finextract", "w": w, "k": -0.02, "interval": "0-1000", "AS": 0.5 - w / 20}

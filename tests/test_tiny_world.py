@@ -4,10 +4,10 @@ import torch
 
 from conftest import emoji_like_images, make_tiny_backbone
 from finextract.backbones.base import Conditioning
-from finextract.models import load_base
-from finextract.finetune import FinetuneConfig, finetune
-from finextract.model_pair import SingleModel, TwoUNetPair
-from finextract.sampling import sample_batch
+from finextract.attack.load_models import load_base
+from finextract.training.finetune import FinetuneConfig, finetune
+from finextract.attack.model_pair import SingleModel, TwoUNetPair
+from finextract.attack.sampling import sample_batch
 
 
 def test_pixel_unshuffle_is_lossless(tiny_backbone):
@@ -37,7 +37,7 @@ def test_one_image_overfit_is_reproduced_by_the_sampler(tmp_path):
 
 
 def test_pretraining_loss_goes_down_on_a_tiny_batch():
-    from finextract.losses import diffusion_loss
+    from finextract.training.losses import diffusion_loss
 
     backbone = make_tiny_backbone()
     unet = backbone.unet.train()

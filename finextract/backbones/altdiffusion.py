@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .kinds import is_single_file
-from .sd import SDBackbone
+from finextract.backbones.kinds import is_single_file
+from finextract.backbones.sd import SDBackbone
 
 
 class AltDiffusionBackbone(SDBackbone):

@@ -167,7 +167,7 @@ class Backbone:
         from peft.utils import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        from ..io import atomic_path
+        from finextract.io import atomic_path
 
         out_dir = Path(out_dir)
         state = {k: v.detach().contiguous().cpu() for k, v in

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import torch
 from diffusers import UNet2DConditionModel
 
-from .base import check_unet_fits
-from .kinds import PICKLE_SUFFIXES, check_pickle, is_single_file, no_safetensors_hint, safetensors_flag
-from .pipelines import load_pipeline
+from finextract.backbones.base import check_unet_fits
+from finextract.backbones.kinds import PICKLE_SUFFIXES, check_pickle, is_single_file, no_safetensors_hint, safetensors_flag
+from finextract.backbones.pipelines import load_pipeline
 
 if TYPE_CHECKING:
-    from .sd import LatentDiffusionBackbone
+    from finextract.backbones.sd import LatentDiffusionBackbone
 
 logger = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ from typing import Literal
 
 import torch
 
-from .device import resolve_device, resolve_dtype
-from .dreambooth import check_unet_fits, load_dreambooth_unet
-from .kinds import (PICKLE_SUFFIXES, SINGLE_FILE_SUFFIXES, Kind, check_pickle, detect_kind, is_single_file,
+from finextract.backbones.device import resolve_device, resolve_dtype
+from finextract.backbones.dreambooth import check_unet_fits, load_dreambooth_unet
+from finextract.backbones.kinds import (PICKLE_SUFFIXES, SINGLE_FILE_SUFFIXES, Kind, check_pickle, detect_kind, is_single_file,
                     resolution_of)
-from .lora import LORA_WEIGHT_NAME, LoraInfo, check_lora_fits, load_lora, save_lora
-from .pipelines import PIPELINES, load_pipeline
-from .sd import LatentDiffusionBackbone, SDBackbone
-from .sdxl import SDXLBackbone
-from .altdiffusion import AltDiffusionBackbone
+from finextract.backbones.lora import LORA_WEIGHT_NAME, LoraInfo, check_lora_fits, load_lora, save_lora
+from finextract.backbones.pipelines import PIPELINES, load_pipeline
+from finextract.backbones.sd import LatentDiffusionBackbone, SDBackbone
+from finextract.backbones.sdxl import SDXLBackbone
+from finextract.backbones.altdiffusion import AltDiffusionBackbone
 
 __all__ = ["PICKLE_SUFFIXES", "SINGLE_FILE_SUFFIXES", "LORA_WEIGHT_NAME", "Kind", "LoraInfo", "check_lora_fits",
            "check_pickle", "check_unet_fits", "detect_kind", "is_single_file", "load_backbone",

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .base import ADAPTER_NAME, Backbone
-from ..specs import hub_shaped
-from .kinds import PICKLE_SUFFIXES, check_pickle, safetensors_flag
+from finextract.backbones.base import ADAPTER_NAME, Backbone
+from finextract.backbones.specs import hub_shaped
+from finextract.backbones.kinds import PICKLE_SUFFIXES, check_pickle, safetensors_flag
 
 if TYPE_CHECKING:
-    from .sd import LatentDiffusionBackbone
+    from finextract.backbones.sd import LatentDiffusionBackbone
 
 logger = logging.getLogger(__name__)
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"

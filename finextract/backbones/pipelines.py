@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from diffusers import AltDiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from .kinds import Kind, check_pickle, is_single_file, no_safetensors_hint, safetensors_flag
+from finextract.backbones.kinds import Kind, check_pickle, is_single_file, no_safetensors_hint, safetensors_flag
 
 PIPELINES: dict[str, type] = {"sd": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline,
                               "altdiffusion": AltDiffusionPipeline}

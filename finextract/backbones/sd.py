@@ -24,12 +24,13 @@ from typing import Any, Iterator, Literal, Sequence
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from . import dreambooth, lora
-from .base import Backbone, Conditioning
+from finextract.backbones import dreambooth
+from finextract.backbones import lora
+from finextract.backbones.base import Backbone, Conditioning
 
 logger = logging.getLogger(__name__)
 
-PRETRAINED = "pretrained"  # same strings as finextract.model_pair
+PRETRAINED = "pretrained"  # same strings as finextract.attack.model_pair
 FINETUNED = "finetuned"
 TextModel = Literal["pretrained", "finetuned"]
 

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .base import Conditioning
-from .sd import FINETUNED, PRETRAINED, LatentDiffusionBackbone, TextModel
+from finextract.backbones.base import Conditioning
+from finextract.backbones.sd import FINETUNED, PRETRAINED, LatentDiffusionBackbone, TextModel
 
 
 class SDXLBackbone(LatentDiffusionBackbone):

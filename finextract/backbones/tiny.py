@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
-from .. import text
-from . import haar
-from .base import Backbone, Conditioning
+from finextract.backbones import text_encoder as text
+from finextract.backbones import haar
+from finextract.backbones.base import Backbone, Conditioning
 
 MODEL_FILE = "finextract.json"
 

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..corpus.broad import caption
-from ..corpus.build import image_grid
-from ..io import save_csv, save_json, save_npy, save_png
-from ..model_pair import SingleModel
-from ..models import load_base
-from ..sampling import sample_batch
-from ..similarity import embed_images
-from . import criteria
+from finextract.world.corpus.broad import caption
+from finextract.world.corpus.build import image_grid
+from finextract.io import save_csv, save_json, save_npy, save_png
+from finextract.attack.model_pair import SingleModel
+from finextract.attack.load_models import load_base
+from finextract.attack.sampling import sample_batch
+from finextract.attack.similarity import embed_images
+from finextract.world import criteria
 
 UNSEEN_VENDOR_CAPTION = "art style of openmoji"  # the control row's situation: a style name never trained on
 N_NEW = 256            # unconditional samples and unseen-vendor samples
@@ -133,8 +133,8 @@ def heldout_loss(model: str | Path, corpus_dir: str | Path, draws: int = 4, min_
                  threads: int = 2) -> float:
     """The pretraining objective on the held-out concepts' real images (captioned ``{concept}, {style} style``),
     averaged over ``draws`` fixed draws of timesteps and noise: how well θ models images it never saw."""
-    from ..losses import diffusion_loss
-    from ..backbones.base import images_to_tensor
+    from finextract.training.losses import diffusion_loss
+    from finextract.backbones.base import images_to_tensor
 
     torch.set_num_threads(threads)
     corpus_dir = Path(corpus_dir)

@@ -14,18 +14,6 @@ rule audit_membership:
         table=f"{AUDIT_ROOT}/{{name}}/{{ft}}/membership.csv",
         losses=f"{AUDIT_ROOT}/{{name}}/{{ft}}/losses.npy",
         summary=f"{AUDIT_ROOT}/{{name}}/{{ft}}/membership.json",
-    params:
-        load=lambda wc: load_args(suspect_wildcards(wc)),
-        checkpoint=membership_checkpoint,
-        caption=membership_caption,
-        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
-        reference=lambda wc: (f"--reference {shlex.quote(audit_spec(wc)['reference'])}"
-                              if audit_spec(wc).get("reference") else ""),
-        grid=lambda wc: (f"--timesteps {MEMBERSHIP['timesteps']} --draws {MEMBERSHIP['draws']} "
-                         f"--seed {MEMBERSHIP['seed']} --batch-size {MEMBERSHIP['batch_size']}"),
-        out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
-        theta=lambda wc: weights_digest(suspect_wildcards(wc)),
-        images=audit_folders_digest,
     log:
         f"{RESULTS}/logs/audit/{{name}}/{{ft}}.membership.log",
     threads: 1
@@ -33,6 +21,21 @@ rule audit_membership:
         gpu=1,
         mem_mb=3000,
         runtime=60,
+    params:
+        load=lambda wc: load_args(suspect_wildcards(wc)),
+        checkpoint=membership_checkpoint,
+        caption=membership_caption,
+        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
+        reference=lambda wc: (
+            f"--reference {shlex.quote(audit_spec(wc)['reference'])}" if audit_spec(wc).get("reference") else ""
+        ),
+        grid=lambda wc: (
+            f"--timesteps {MEMBERSHIP['timesteps']} --draws {MEMBERSHIP['draws']} "
+            f"--seed {MEMBERSHIP['seed']} --batch-size {MEMBERSHIP['batch_size']}"
+        ),
+        out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
+        theta=lambda wc: weights_digest(suspect_wildcards(wc)),
+        images=audit_folders_digest,
     shell:
         "$FINEXTRACT membership {params.load} --ft-method {wildcards.ft} --ft-dir {params.checkpoint} "
         "{params.caption} --candidates {params.folder} {params.reference} {params.grid} "
@@ -45,6 +48,13 @@ rule audit_control_shard:
         caption=extracted_caption,
     output:
         directory(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
+    log:
+        f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         w=sample_w,  # the suspect's own w' and k: the null differs from it only in the weights
         k=lambda wc: guidance(wc)[1],
@@ -55,13 +65,6 @@ rule audit_control_shard:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
     shell:
         "$FINEXTRACT sample {params.load} --ft-method none {params.caption} "
         "--method {wildcards.method} --w {params.w} --k {params.k} "
@@ -76,14 +79,14 @@ rule audit_embed_control:
     output:
         embeddings=f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}.npy",
         order=f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}.order.csv",
-    params:
-        sscd=sscd_args(),
     log:
         f"{RESULTS}/logs/audit/control/{{set}}/{{ft}}/{{method}}.embed.log",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        sscd=sscd_args(),
     shell:
         "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
         "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
@@ -95,10 +98,6 @@ rule audit_embed_candidates:
     output:
         embeddings=f"{AUDIT_ROOT}/{{name}}/candidates.npy",
         order=f"{AUDIT_ROOT}/{{name}}/candidates.order.csv",
-    params:
-        sscd=sscd_args(),
-        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
-        base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
     log:
         f"{RESULTS}/logs/audit/{{name}}/candidates.log",
     localrule: True
@@ -106,6 +105,10 @@ rule audit_embed_candidates:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        sscd=sscd_args(),
+        folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
+        base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
     shell:
         "$FINEXTRACT embed --candidates {params.folder} --base {params.base} {params.sscd} "
         "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
@@ -119,14 +122,25 @@ rule audit_score:
         controls=audit_method_inputs("control"),
         membership=audit_membership_input,
     output:
-        table=report(f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.csv", caption="../report/audit_table.rst",
-                     category="Audit", subcategory="{name}", labels={"suspect": "{name}", "fine-tuning": "{ft}",
-                                                                     "figure": "ranked candidates"}),
-        evidence=report(f"{AUDIT_ROOT}/{{name}}/{{ft}}/evidence.png", caption="../report/audit_evidence.rst",
-                        category="Audit", subcategory="{name}", labels={"suspect": "{name}", "fine-tuning": "{ft}",
-                                                                        "figure": "evidence sheet"}),
+        table=report(
+            f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.csv",
+            caption="../report/audit_table.rst",
+            category="Audit",
+            subcategory="{name}",
+            labels={"suspect": "{name}", "fine-tuning": "{ft}", "figure": "ranked candidates"},
+        ),
+        evidence=report(
+            f"{AUDIT_ROOT}/{{name}}/{{ft}}/evidence.png",
+            caption="../report/audit_evidence.rst",
+            category="Audit",
+            subcategory="{name}",
+            labels={"suspect": "{name}", "fine-tuning": "{ft}", "figure": "evidence sheet"},
+        ),
         page=f"{AUDIT_ROOT}/{{name}}/{{ft}}/audit.md",
         measurement=f"{AUDIT_ROOT}/{{name}}/{{ft}}/measurement.csv",
+    log:
+        f"{RESULTS}/logs/audit/{{name}}/{{ft}}.log",
+    localrule: True
     params:
         methods=" ".join(AUDIT["methods"]) if AUDIT else "",
         folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
@@ -135,11 +149,11 @@ rule audit_score:
         offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
         # which score answers is chosen here, from the membership job's scores: changing it scores nothing again
-        membership=lambda wc, input: (f"--membership {shlex.quote(input.membership[0])} "
-                                      f"--membership-score {MEMBERSHIP['score']}") if input.membership else "",
-    log:
-        f"{RESULTS}/logs/audit/{{name}}/{{ft}}.log",
-    localrule: True
+        membership=lambda wc, input: (
+            (f"--membership {shlex.quote(input.membership[0])} " f"--membership-score {MEMBERSHIP['score']}")
+            if input.membership
+            else ""
+        ),
     shell:
         "$FINEXTRACT audit --name {wildcards.name} --ft {wildcards.ft} --candidates {params.folder} "
         "--candidate-embeddings {input.candidates:q} --candidate-order {input.candidate_order:q} "
@@ -153,8 +167,12 @@ rule audit:
     input:
         [f"{AUDIT_ROOT}/{c.name}/{c.ft}/measurement.csv" for c in AUDIT_CASES],
     output:
-        csv=report(f"{AUDIT_ROOT}/summary.csv", caption="../report/audit_summary.rst", category="Audit",
-                   labels={"figure": "summary"}),
+        csv=report(
+            f"{AUDIT_ROOT}/summary.csv",
+            caption="../report/audit_summary.rst",
+            category="Audit",
+            labels={"figure": "summary"},
+        ),
         md=f"{AUDIT_ROOT}/summary.md",
     log:
         f"{RESULTS}/logs/audit/summary.log",

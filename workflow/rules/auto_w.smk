@@ -1,6 +1,6 @@
 # `w: auto` (docs/guidance-study.md): for a method whose w' is `auto`, sample every candidate w' of
 # sampling.auto_w_candidates, score how much each candidate's samples look like N0 extracted copies
-# (finextract.auto_w, no private image involved), and sample the method at the winner. Works the same
+# (finextract.experiments.auto_w, no private image involved), and sample the method at the winner. Works the same
 # in real-world mode: it needs only theta, theta', the caption and the generated images.
 
 
@@ -10,6 +10,13 @@ rule auto_w_sample:
         caption=extracted_caption,
     output:
         directory(f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/shard_{{shard}}"),
+    log:
+        f"{RESULTS}/logs/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/{{shard}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         k=lambda wc: guidance(wc)[1],
         steps=lambda wc: target(wc).sampling["steps"],
@@ -19,14 +26,7 @@ rule auto_w_sample:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-        finetuned=finetuned_arg,
-    log:
-        f"{RESULTS}/logs/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/{{shard}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
+        finetuned=sampled_finetuned_arg,
     shell:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {wildcards.w} --k {params.k} --steps {params.steps} "
@@ -41,17 +41,17 @@ rule auto_w_score:
         score=f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}.csv",
         embeddings=f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}.npy",
         order=f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}.order.csv",
-    params:
-        sscd=sscd_args(),
-        n0=lambda wc: N0[wc.set],
-        time_cap=config["clustering"]["time_cap_s"],
-        min_threshold=min_threshold_arg(),
     log:
         f"{RESULTS}/logs/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}.log",
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
+    params:
+        sscd=sscd_args(),
+        n0=lambda wc: N0[wc.set],
+        time_cap=config["clustering"]["time_cap_s"],
+        min_threshold=min_threshold_arg(),
     shell:
         "($FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} --out {output.embeddings:q} "
         "--order {output.order:q} && $FINEXTRACT separation --embeddings {output.embeddings:q} --n0 {params.n0} "

@@ -8,6 +8,13 @@ rule extract_caption:
         finetuned=finetune_output,
     output:
         directory(f"{RESULTS}/captions/{{set}}/{{ft,dreambooth|lora}}"),
+    log:
+        f"{RESULTS}/logs/captions/{{set}}/{{ft}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         finetuned=finetuned_arg,
         c=config["caption_extraction"],
@@ -16,13 +23,6 @@ rule extract_caption:
         caption=true_caption_args,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/captions/{{set}}/{{ft}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
     shell:
         "$FINEXTRACT extract-caption {params.load} {params.finetuned} --ft-method {wildcards.ft} "
         "{params.caption} --lengths {params.lengths} --iterations {params.c[iterations]} --step {params.c[step]} "
@@ -32,13 +32,25 @@ rule extract_caption:
 
 rule captions:
     input:
-        [f"{RESULTS}/captions/{s}/{ft}" for s in TARGETS if TARGETS[s].images or TARGETS[s].extracts_caption
-         for ft in TARGETS[s].ft_methods],
+        [
+            f"{RESULTS}/captions/{s}/{ft}"
+            for s in TARGETS
+            if TARGETS[s].images or TARGETS[s].extracts_caption
+            for ft in TARGETS[s].ft_methods
+        ],
     output:
-        csv=report(f"{RESULTS}/captions/summary.csv", caption="../report/captions.rst", category="Paper experiments",
-                   labels={"figure": "caption extraction (table)"}),
-        png=report(f"{RESULTS}/captions/summary.png", caption="../report/captions.rst", category="Paper experiments",
-                   labels={"figure": "caption extraction"}),
+        csv=report(
+            f"{RESULTS}/captions/summary.csv",
+            caption="../report/captions.rst",
+            category="Paper experiments",
+            labels={"figure": "caption extraction (table)"},
+        ),
+        png=report(
+            f"{RESULTS}/captions/summary.png",
+            caption="../report/captions.rst",
+            category="Paper experiments",
+            labels={"figure": "caption extraction"},
+        ),
     log:
         f"{RESULTS}/logs/captions/summary.log",
     localrule: True

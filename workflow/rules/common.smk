@@ -1,5 +1,5 @@
 # Config validation (schema with its defaults, then the checks that touch the file system) runs
-# while the DAG is built, so a bad config fails before any job starts: finextract.config.validate_config,
+# while the DAG is built, so a bad config fails before any job starts: finextract.workflow.config.validate_config,
 # the same function the tests call. Both modes — the embedded default (private sets we fine-tune on)
 # and real-world mode (published checkpoints, `targets:`) — become one list of attack targets that
 # the rules read. All helper functions of the rules live here.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from snakemake.iocontainers import Wildcards
 
-from finextract import config as fxconfig
-from finextract import provenance
-from finextract.data import image_files, read_caption
-from finextract.finetune import snapshot_name
-from finextract.study import Variant, study_variants
+from finextract.workflow import config as fxconfig
+from finextract.workflow import provenance
+from finextract.private_set import image_files, read_caption
+from finextract.training.finetune import snapshot_name
+from finextract.experiments.study import Variant, study_variants
 
 # The CLI that every shell command runs, with the interpreter that runs Snakemake, is $FINEXTRACT in
 # the jobs' environment. Not a params entry, because params are provenance: a job would rerun
@@ -25,8 +25,7 @@ from finextract.study import Variant, study_variants
 FX = f"{shlex.quote(sys.executable)} -m finextract"
 os.environ.update(FINEXTRACT=FX)
 try:
-    TARGETS = fxconfig.validate_config(config, Path(workflow.basedir) / "schemas",
-                                       local_exec=workflow.local_exec)
+    TARGETS = fxconfig.validate_config(config, Path(workflow.basedir) / "schemas", local_exec=workflow.local_exec)
 except fxconfig.ConfigError as error:
     raise WorkflowError(f"config error: {error}")
 
@@ -126,14 +125,17 @@ def load_args(wildcards):
 
 def shards_of(set_name):
     t = TARGETS[set_name]
-    return fxconfig.seed_shards(t.sampling["n_per_image"] * t.n0, t.sampling["shard_size"],
-                                t.sampling["seed_offset"])
+    return fxconfig.seed_shards(t.sampling["n_per_image"] * t.n0, t.sampling["shard_size"], t.sampling["seed_offset"])
 
 
 def shard_dirs(wildcards):
-    return expand(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
-                  set=wildcards.set, ft=wildcards.ft, method=wildcards.method,
-                  shard=shards_of(wildcards.set))
+    return expand(
+        f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
+        set=wildcards.set,
+        ft=wildcards.ft,
+        method=wildcards.method,
+        shard=shards_of(wildcards.set),
+    )
 
 
 def finetune_output(wildcards):
@@ -150,6 +152,17 @@ def finetuned_arg(wildcards, input):
     if t.realworld:
         return f"--ft-dir {shlex.quote(t.finetuned[wildcards.ft])}"
     return f"--ft-dir {shlex.quote(input.finetuned)}"
+
+
+def sampled_finetuned_arg(wildcards, input):
+    """θ' for a sampling job, and how DreamBooth holds θ beside it (`sampling.memory`).
+
+    Part of the same param as the checkpoint, and written only when it is not the default, so a run that
+    never sets the key keeps the params its results were made with (Snakemake reruns on a param change).
+    """
+    memory = target(wildcards).sampling["memory"]
+    held = f" --memory {memory}" if wildcards.ft == "dreambooth" and memory != "two-unets" else ""
+    return finetuned_arg(wildcards, input) + held
 
 
 def guidance(wildcards):
@@ -173,18 +186,25 @@ def finetune_params(ft):
 def sscd_args():
     sscd = config["sscd"]
     calibration = sscd["calibration"]
-    return (f"--model {shlex.quote(str(sscd['model']))} "
-            f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
-            f"--resolution {sscd['resolution']} --batch-size {sscd['batch_size']} "
-            f"--prefilter-sigma {'auto' if sscd.get('prefilter_sigma') is None else sscd['prefilter_sigma']}")
+    return (
+        f"--model {shlex.quote(str(sscd['model']))} "
+        f"--calibration {shlex.quote(str(calibration)) if calibration else 'none'} "
+        f"--resolution {sscd['resolution']} --batch-size {sscd['batch_size']} "
+        f"--prefilter-sigma {'auto' if sscd.get('prefilter_sigma') is None else sscd['prefilter_sigma']}"
+    )
 
 
 def sweep_shard_dirs(wildcards):
     t = target(wildcards)
     n_images = max(SWEEP_MULTIPLES) * t.n0
     shards = fxconfig.seed_shards(n_images, t.sampling["shard_size"], t.sampling["seed_offset"])
-    return expand(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
-                  set=wildcards.set, ft=wildcards.ft, method=wildcards.method, shard=shards)
+    return expand(
+        f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
+        set=wildcards.set,
+        ft=wildcards.ft,
+        method=wildcards.method,
+        shard=shards,
+    )
 
 
 # --- w: auto (rules/auto_w.smk) ---
@@ -206,13 +226,21 @@ def sample_w(wildcards):
 
 
 def auto_w_scores(wildcards):
-    return [f"{RESULTS}/auto_w/{wildcards.set}/{wildcards.ft}/{wildcards.method}/w{w:g}.csv"
-            for w in target(wildcards).sampling["auto_w_candidates"]]
+    return [
+        f"{RESULTS}/auto_w/{wildcards.set}/{wildcards.ft}/{wildcards.method}/w{w:g}.csv"
+        for w in target(wildcards).sampling["auto_w_candidates"]
+    ]
 
 
 def auto_w_shards(wildcards):
-    return expand(f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/shard_{{shard}}", set=wildcards.set,
-                  ft=wildcards.ft, method=wildcards.method, w=wildcards.w, shard=shards_of(wildcards.set))
+    return expand(
+        f"{RESULTS}/auto_w/{{set}}/{{ft}}/{{method}}/w{{w}}/shard_{{shard}}",
+        set=wildcards.set,
+        ft=wildcards.ft,
+        method=wildcards.method,
+        w=wildcards.w,
+        shard=shards_of(wildcards.set),
+    )
 
 
 # --- the guidance study (rules/study.smk) ---
@@ -222,14 +250,23 @@ STUDY_ROOT = f"{RESULTS}/study"
 
 
 def study_points():
-    return [f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/{v.id}.csv"
-            for s in STUDY_SETS for ft in STUDY["ft"] for seed in STUDY["seeds"]
-            for spi in sorted(STUDY["steps_per_image"]) for v in study_variants(STUDY, ft, seed)]
+    return [
+        f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/{v.id}.csv"
+        for s in STUDY_SETS
+        for ft in STUDY["ft"]
+        for seed in STUDY["seeds"]
+        for spi in sorted(STUDY["steps_per_image"])
+        for v in study_variants(STUDY, ft, seed)
+    ]
 
 
 def study_hyper(ft, seed):
-    hyper = {**without_default_augment(config["finetune"][ft]), "lr": STUDY["lr"][ft], "seed": int(seed),
-             "steps_per_image": max(STUDY["steps_per_image"])}
+    hyper = {
+        **without_default_augment(config["finetune"][ft]),
+        "lr": STUDY["lr"][ft],
+        "seed": int(seed),
+        "steps_per_image": max(STUDY["steps_per_image"]),
+    }
     hyper.pop("enabled", None)
     return json.dumps(hyper, sort_keys=True)
 
@@ -257,8 +294,9 @@ DEFENCE_SETS = [name for name in TARGETS if TARGETS[name].images] if DEFENCES el
 
 
 def defence_hyper(wildcards):
-    return json.dumps({**without_default_augment(config["finetune"][wildcards.ft]), "augment": wildcards.augment},
-                      sort_keys=True)
+    return json.dumps(
+        {**without_default_augment(config["finetune"][wildcards.ft]), "augment": wildcards.augment}, sort_keys=True
+    )
 
 
 def defence_guidance(wildcards):
@@ -292,7 +330,7 @@ def audit_spec(wildcards):
 
 
 def audit_candidate_files(wildcards):
-    from finextract.audit import candidate_files
+    from finextract.audit.extraction import candidate_files
 
     return [str(p) for p in candidate_files(audit_spec(wildcards)["candidates"])]
 
@@ -309,16 +347,23 @@ def target_n(set_name):
 
 def audit_control_shards(wildcards):
     t = target(wildcards)
-    shards = fxconfig.seed_shards(AUDIT["control_draws"] * target_n(wildcards.set), t.sampling["shard_size"],
-                                  t.sampling["seed_offset"])
-    return expand(f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}", set=wildcards.set,
-                  ft=wildcards.ft, method=wildcards.method, shard=shards)
+    shards = fxconfig.seed_shards(
+        AUDIT["control_draws"] * target_n(wildcards.set), t.sampling["shard_size"], t.sampling["seed_offset"]
+    )
+    return expand(
+        f"{AUDIT_ROOT}/control/{{set}}/{{ft}}/{{method}}/shard_{{shard}}",
+        set=wildcards.set,
+        ft=wildcards.ft,
+        method=wildcards.method,
+        shard=shards,
+    )
 
 
 def audit_method_inputs(kind):
     def inputs(wildcards):
         folder = "embeddings" if kind == "generated" else "audit/control"
         return [f"{RESULTS}/{folder}/{audit_set(wildcards)}/{wildcards.ft}/{m}.npy" for m in AUDIT["methods"]]
+
     return inputs
 
 
@@ -333,7 +378,7 @@ def suspect_wildcards(wildcards):
 
 
 def audit_reference_files(wildcards):
-    from finextract.audit import candidate_files
+    from finextract.audit.extraction import candidate_files
 
     folder = audit_spec(wildcards).get("reference")
     return [str(p) for p in candidate_files(folder)] if folder else []

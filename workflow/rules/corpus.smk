@@ -8,13 +8,13 @@ rule corpus:
         images=f"{RESULTS}/corpus/images.npy",
         captions=f"{RESULTS}/corpus/captions.csv",
         meta=f"{RESULTS}/corpus/corpus.json",
+    log:
+        f"{RESULTS}/logs/corpus.log",
     params:
         cache=f"{RESULTS}/cache",
         out=lambda wildcards, output: os.path.dirname(output.meta),
         resolution=32,
         concepts=128,
-    log:
-        f"{RESULTS}/logs/corpus.log",
     shell:
         "$FINEXTRACT corpus --cache {params.cache:q} --out {params.out:q} --resolution {params.resolution} "
         "--concepts {params.concepts} 2>&1 | tee {log:q}"
@@ -26,10 +26,6 @@ rule pretrain:
         captions=f"{RESULTS}/corpus/captions.csv",
     output:
         directory(f"{RESULTS}/pretrain/model"),
-    params:
-        corpus=lambda wildcards, input: os.path.dirname(input.images),
-        out=lambda wildcards, output: os.path.dirname(output[0]),
-        steps=16000,
     log:
         f"{RESULTS}/logs/pretrain.log",
     threads: 2
@@ -37,7 +33,10 @@ rule pretrain:
         gpu=1,
         mem_mb=4000,
         runtime=600,
+    params:
+        corpus=lambda wildcards, input: os.path.dirname(input.images),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        steps=16000,
     shell:
         "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} "
         "--threads {threads} 2>&1 | tee {log:q}"
-

@@ -9,13 +9,6 @@ rule defence_finetune:
         images=private_images,
     output:
         directory(f"{DEFENCE_ROOT}/{{augment}}/finetune/{{set}}/{{ft,dreambooth|lora}}"),
-    params:
-        hyper=defence_hyper,
-        caption=caption_args,
-        folder=set_folder,
-        images=images_digest,
-        load=load_args,
-        theta=weights_digest,
     log:
         f"{RESULTS}/logs/defences/{{augment}}/finetune/{{set}}/{{ft}}.log",
     threads: 1
@@ -23,6 +16,13 @@ rule defence_finetune:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+    params:
+        hyper=defence_hyper,
+        caption=caption_args,
+        folder=set_folder,
+        images=images_digest,
+        load=load_args,
+        theta=weights_digest,
     shell:
         "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} --method {wildcards.ft} --hyper {params.hyper:q} "
         "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"
@@ -33,6 +33,13 @@ rule defence_sample:
         finetuned=f"{DEFENCE_ROOT}/{{augment}}/finetune/{{set}}/{{ft}}",
     output:
         directory(f"{DEFENCE_ROOT}/{{augment}}/samples/{{set}}/{{ft,dreambooth|lora}}/{{method}}"),
+    log:
+        f"{RESULTS}/logs/defences/{{augment}}/samples/{{set}}/{{ft}}/{{method}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         w=lambda wc: defence_guidance(wc)[0],
         k=lambda wc: defence_guidance(wc)[1],
@@ -44,13 +51,6 @@ rule defence_sample:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/defences/{{augment}}/samples/{{set}}/{{ft}}/{{method}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
     shell:
         "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.w} --k {params.k} --guidance-interval {params.interval} "
@@ -66,6 +66,12 @@ rule defence_point:
         point=f"{DEFENCE_ROOT}/{{augment}}/points/{{set}}/{{ft}}/{{method}}.csv",
         embeddings=f"{DEFENCE_ROOT}/{{augment}}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
         order=f"{DEFENCE_ROOT}/{{augment}}/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
+    log:
+        f"{RESULTS}/logs/defences/{{augment}}/points/{{set}}/{{ft}}/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
     params:
         sscd=sscd_args(),
         seed=lambda wc: config["finetune"][wc.ft]["seed"],
@@ -76,12 +82,6 @@ rule defence_point:
         folder=set_folder,
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
-    log:
-        f"{RESULTS}/logs/defences/{{augment}}/points/{{set}}/{{ft}}/{{method}}.log",
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=30,
     shell:
         "($FINEXTRACT embed --images {input.samples:q} {params.sscd} --threads {threads} "
         "--out {output.embeddings:q} --order {output.order:q} && "
@@ -110,21 +110,38 @@ rule defence_quality:
 
 rule defences:
     input:
-        points=[f"{DEFENCE_ROOT}/{a}/points/{s}/{ft}/{m}.csv" for a in DEFENCES["augments"] for s in DEFENCE_SETS
-                for ft in DEFENCES["ft"] for m in DEFENCE_METHODS],
-        qualities=[f"{DEFENCE_ROOT}/{a}/quality/{s}/{ft}.csv" for a in DEFENCES["augments"] for s in DEFENCE_SETS
-                   for ft in DEFENCES["ft"]],
+        points=[
+            f"{DEFENCE_ROOT}/{a}/points/{s}/{ft}/{m}.csv"
+            for a in DEFENCES["augments"]
+            for s in DEFENCE_SETS
+            for ft in DEFENCES["ft"]
+            for m in DEFENCE_METHODS
+        ],
+        qualities=[
+            f"{DEFENCE_ROOT}/{a}/quality/{s}/{ft}.csv"
+            for a in DEFENCES["augments"]
+            for s in DEFENCE_SETS
+            for ft in DEFENCES["ft"]
+        ],
     output:
-        table=report(f"{DEFENCE_ROOT}/summary/defences.csv", caption="../report/defences.rst",
-                     category="Paper experiments", labels={"figure": "defences (table)"}),
-        figure=report(f"{DEFENCE_ROOT}/summary/defences.png", caption="../report/defences.rst",
-                      category="Paper experiments", labels={"figure": "defences"}),
+        table=report(
+            f"{DEFENCE_ROOT}/summary/defences.csv",
+            caption="../report/defences.rst",
+            category="Paper experiments",
+            labels={"figure": "defences (table)"},
+        ),
+        figure=report(
+            f"{DEFENCE_ROOT}/summary/defences.png",
+            caption="../report/defences.rst",
+            category="Paper experiments",
+            labels={"figure": "defences"},
+        ),
         md=f"{DEFENCE_ROOT}/summary/defences.md",
-    params:
-        out=lambda wc, output: os.path.dirname(output.table),
     log:
         f"{RESULTS}/logs/defences/summary.log",
     localrule: True
+    params:
+        out=lambda wc, output: os.path.dirname(output.table),
     shell:
         "$FINEXTRACT defences-summary --points {input.points:q} --qualities {input.qualities:q} --out-dir {params.out:q} "
         "2>&1 | tee {log:q}"

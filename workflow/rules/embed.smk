@@ -7,8 +7,6 @@ rule embed_generated:
     output:
         embeddings=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.npy",
         order=f"{RESULTS}/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
-    params:
-        sscd=sscd_args(),
     log:
         f"{RESULTS}/logs/embeddings/{{set}}/{{ft}}/{{method}}.log",
     group:
@@ -17,6 +15,8 @@ rule embed_generated:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        sscd=sscd_args(),
     shell:
         "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
         "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
@@ -28,11 +28,6 @@ rule embed_private:
     output:
         embeddings=f"{RESULTS}/embeddings/private/{{set}}.npy",
         order=f"{RESULTS}/embeddings/private/{{set}}.order.csv",
-    params:
-        sscd=sscd_args(),
-        folder=set_folder,
-        images=images_digest,
-        base=lambda wc: shlex.quote(target(wc).base),
     log:
         f"{RESULTS}/logs/embeddings/private/{{set}}.log",
     localrule: True
@@ -40,6 +35,11 @@ rule embed_private:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        sscd=sscd_args(),
+        folder=set_folder,
+        images=images_digest,
+        base=lambda wc: shlex.quote(target(wc).base),
     shell:
         "$FINEXTRACT embed --private-set {params.folder:q} --base {params.base} {params.sscd} "
         "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"

@@ -8,13 +8,6 @@ rule finetune:
         images=private_images,
     output:
         directory(f"{RESULTS}/finetune/{{set}}/{{ft,dreambooth|lora}}"),
-    params:
-        hyper=lambda wc: json.dumps(finetune_params(wc.ft), sort_keys=True),
-        caption=caption_args,
-        folder=set_folder,
-        images=images_digest,
-        load=load_args,
-        theta=weights_digest,
     log:
         f"{RESULTS}/logs/finetune/{{set}}/{{ft}}.log",
     threads: 1
@@ -22,6 +15,13 @@ rule finetune:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+    params:
+        hyper=lambda wc: json.dumps(finetune_params(wc.ft), sort_keys=True),
+        caption=caption_args,
+        folder=set_folder,
+        images=images_digest,
+        load=load_args,
+        theta=weights_digest,
     shell:
         "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} "
         "--method {wildcards.ft} --hyper {params.hyper:q} --threads {threads} --out {output:q} "

@@ -10,14 +10,14 @@ rule score:
         images=private_images,
     output:
         f"{RESULTS}/metrics/{{set}}/{{ft}}/{{method}}.csv",
+    log:
+        f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
+    localrule: True
     params:
         taus=TAUS,
         folder=set_folder,
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
-    log:
-        f"{RESULTS}/logs/metrics/{{set}}/{{ft}}/{{method}}.log",
-    localrule: True
     shell:
         "$FINEXTRACT score --private {input.private:q} --private-order {input.private_order:q} "
         "--generated {input.generated:q} --clusters {input.clusters:q} --taus {params.taus} "
@@ -30,17 +30,25 @@ rule summary:
     input:
         [f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
     output:
-        csv=report(f"{RESULTS}/summary/table1.csv", caption="../report/table1.rst", category="Summary",
-                   labels={"table": "Table 1"}),
+        csv=report(
+            f"{RESULTS}/summary/table1.csv",
+            caption="../report/table1.rst",
+            category="Summary",
+            labels={"table": "Table 1"},
+        ),
         md=f"{RESULTS}/summary/table1.md",
         all=f"{RESULTS}/summary/all_metrics.csv",
-        leak=report(f"{RESULTS}/summary/leak_summary.html", caption="../report/leak_summary.rst",
-                    category="Summary", labels={"table": "Leak score"}),
-    params:
-        extracted_root=f"{RESULTS}/clusters",
+        leak=report(
+            f"{RESULTS}/summary/leak_summary.html",
+            caption="../report/leak_summary.rst",
+            category="Summary",
+            labels={"table": "Leak score"},
+        ),
     log:
         f"{RESULTS}/logs/summary/table1.log",
     localrule: True
+    params:
+        extracted_root=f"{RESULTS}/clusters",
     shell:
         "$FINEXTRACT summary --metrics {input:q} --out-csv {output.csv:q} --out-md {output.md:q} "
         "--out-all {output.all:q} --out-leak {output.leak:q} --extracted-root {params.extracted_root:q} "
@@ -52,8 +60,12 @@ rule extracted_grid:
         metrics=[f"{RESULTS}/metrics/{c.set}/{c.ft}/{c.method}.csv" for c in SCORED],
         clusters=[f"{RESULTS}/clusters/{c.set}/{c.ft}/{c.method}" for c in SCORED],
     output:
-        report(f"{RESULTS}/summary/extracted_grid.png", caption="../report/extracted_grid.rst",
-               category="Summary", labels={"table": "private vs extracted"}),
+        report(
+            f"{RESULTS}/summary/extracted_grid.png",
+            caption="../report/extracted_grid.rst",
+            category="Summary",
+            labels={"table": "private vs extracted"},
+        ),
     log:
         f"{RESULTS}/logs/summary/extracted_grid.log",
     localrule: True

@@ -11,14 +11,14 @@ rule embed_sweep:
     output:
         embeddings=f"{RESULTS}/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.npy",
         order=f"{RESULTS}/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.order.csv",
-    params:
-        sscd=sscd_args(),
     log:
         f"{RESULTS}/logs/n_sweep/embeddings/{{set}}/{{ft}}/{{method}}.log",
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        sscd=sscd_args(),
     shell:
         "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
         "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
@@ -31,6 +31,12 @@ rule sweep_point:
         private=f"{RESULTS}/embeddings/private/{{set}}.npy",
     output:
         f"{RESULTS}/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.csv",
+    log:
+        f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         n_images=lambda wc: int(wc.multiple) * N0[wc.set],
         seed_offset=lambda wc: target(wc).sampling["seed_offset"],
@@ -40,12 +46,6 @@ rule sweep_point:
         folder=set_folder,
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
-    log:
-        f"{RESULTS}/logs/n_sweep/points/{{set}}/{{ft}}/{{method}}/n{{multiple}}.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     shell:
         "$FINEXTRACT sweep-point --generated {input.generated:q} --order {input.order:q} --private {input.private:q} "
         "--n-images {params.n_images} --seed-offset {params.seed_offset} --time-cap {params.time_cap} "
@@ -57,17 +57,20 @@ rule sweep_point:
 
 rule n_sweep:
     input:
-        [f"{RESULTS}/n_sweep/points/{c.set}/{c.ft}/{c.method}/n{m}.csv"
-         for c in SWEEP_COMBOS for m in SWEEP_MULTIPLES],
+        [f"{RESULTS}/n_sweep/points/{c.set}/{c.ft}/{c.method}/n{m}.csv" for c in SWEEP_COMBOS for m in SWEEP_MULTIPLES],
     output:
         csv=f"{RESULTS}/n_sweep/n_sweep.csv",
-        png=report(f"{RESULTS}/n_sweep/n_sweep.png", caption="../report/n_sweep.rst", category="N sweep",
-                   labels={"figure": "AS and A-ESR vs N"}),
-    params:
-        taus=TAUS,
+        png=report(
+            f"{RESULTS}/n_sweep/n_sweep.png",
+            caption="../report/n_sweep.rst",
+            category="N sweep",
+            labels={"figure": "AS and A-ESR vs N"},
+        ),
     log:
         f"{RESULTS}/logs/n_sweep/n_sweep.log",
     localrule: True
+    params:
+        taus=TAUS,
     shell:
         "$FINEXTRACT sweep-summary --points {input:q} --taus {params.taus} --out-csv {output.csv:q} "
         "--out-png {output.png:q} 2>&1 | tee {log:q}"

@@ -10,6 +10,13 @@ rule sample_shard:
         caption=extracted_caption,
     output:
         directory(f"{RESULTS}/samples/{{set}}/{{ft}}/{{method}}/shard_{{shard}}"),
+    log:
+        f"{RESULTS}/logs/samples/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         w=sample_w,
         k=lambda wc: guidance(wc)[1],
@@ -20,14 +27,7 @@ rule sample_shard:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-        finetuned=finetuned_arg,
-    log:
-        f"{RESULTS}/logs/samples/{{set}}/{{ft}}/{{method}}/{{shard}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
+        finetuned=sampled_finetuned_arg,
     shell:
         "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
         "--method {wildcards.method} --w {params.w} --k {params.k} "

@@ -9,6 +9,13 @@ rule study_finetune:
         images=private_images,
     output:
         directory(f"{STUDY_ROOT}/finetune/{{set}}/{{ft,dreambooth|lora}}/seed{{seed}}"),
+    log:
+        f"{RESULTS}/logs/study/finetune/{{set}}/{{ft}}/seed{{seed}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=120,
     params:
         hyper=lambda wc: study_hyper(wc.ft, wc.seed),
         snapshots=" ".join(str(s) for s in sorted(STUDY["steps_per_image"])),
@@ -17,13 +24,6 @@ rule study_finetune:
         images=images_digest,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/study/finetune/{{set}}/{{ft}}/seed{{seed}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=120,
     shell:
         "$FINEXTRACT finetune {params.load} {params.caption} --set-folder {params.folder:q} --method {wildcards.ft} --hyper {params.hyper:q} "
         "--snapshots {params.snapshots} --threads {threads} --out {output:q} 2>&1 | tee {log:q}"
@@ -34,6 +34,13 @@ rule study_sample:
         finetuned=f"{STUDY_ROOT}/finetune/{{set}}/{{ft}}/seed{{seed}}",
     output:
         directory(f"{STUDY_ROOT}/samples/{{set}}/{{ft,dreambooth|lora}}/seed{{seed}}/spi{{spi}}/{{variant}}"),
+    log:
+        f"{RESULTS}/logs/study/samples/{{set}}/{{ft}}/seed{{seed}}/spi{{spi}}/{{variant}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         variant=study_variant,
         seeds=study_seeds,
@@ -44,13 +51,6 @@ rule study_sample:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/study/samples/{{set}}/{{ft}}/seed{{seed}}/spi{{spi}}/{{variant}}.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
     shell:
         "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q}/{params.snapshot} --ft-method {wildcards.ft} "
         "{params.caption} --method {params.variant.method} --w {params.variant.w} --k {params.variant.k} "
@@ -62,6 +62,13 @@ rule study_sample:
 rule study_control_sample:
     output:
         directory(f"{STUDY_ROOT}/samples/{{set}}/none/control"),
+    log:
+        f"{RESULTS}/logs/study/samples/{{set}}/none/control.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=60,
     params:
         seeds=study_seeds,
         steps=config["sampling"]["steps"],
@@ -70,13 +77,6 @@ rule study_control_sample:
         caption=caption_args,
         load=load_args,
         theta=weights_digest,
-    log:
-        f"{RESULTS}/logs/study/samples/{{set}}/none/control.log",
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=60,
     shell:
         "$FINEXTRACT sample {params.load} --ft-method none {params.caption} --method direct --w 1 --k 0 "
         "--guidance-interval 0 1000 --steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
@@ -91,8 +91,14 @@ rule study_point:
         point=f"{STUDY_ROOT}/points/{{set}}/{{ft}}/{{path}}.csv",
         embeddings=f"{STUDY_ROOT}/embeddings/{{set}}/{{ft}}/{{path}}.npy",
         order=f"{STUDY_ROOT}/embeddings/{{set}}/{{ft}}/{{path}}.order.csv",
+    log:
+        f"{RESULTS}/logs/study/points/{{set}}/{{ft}}/{{path}}.log",
     wildcard_constraints:
         path=r"(seed\d+/spi\d+/[A-Za-z0-9_.-]+|control)",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
     params:
         sscd=sscd_args(),
         cell=study_point_cell,
@@ -103,12 +109,6 @@ rule study_point:
         folder=set_folder,
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
-    log:
-        f"{RESULTS}/logs/study/points/{{set}}/{{ft}}/{{path}}.log",
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=30,
     shell:
         "($FINEXTRACT embed --images {input.samples:q} {params.sscd} --threads {threads} "
         "--out {output.embeddings:q} --order {output.order:q} && "
@@ -125,11 +125,11 @@ rule study:
         controls=[f"{STUDY_ROOT}/points/{s}/none/control.csv" for s in STUDY_SETS],
     output:
         directory(f"{STUDY_ROOT}/summary"),
-    params:
-        study=json.dumps(STUDY, sort_keys=True),
     log:
         f"{RESULTS}/logs/study/summary.log",
     localrule: True
+    params:
+        study=json.dumps(STUDY, sort_keys=True),
     shell:
         "$FINEXTRACT study-summary --points {input.points:q} --controls {input.controls:q} "
         "--study {params.study:q} --out-dir {output:q} 2>&1 | tee {log:q}"

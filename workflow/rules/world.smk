@@ -9,12 +9,12 @@ rule corpus_broad:
         captions=f"{RESULTS}/corpus-broad/captions.csv",
         heldout=f"{RESULTS}/corpus-broad/heldout.npy",
         meta=f"{RESULTS}/corpus-broad/corpus.json",
+    log:
+        f"{RESULTS}/logs/corpus-broad.log",
     params:
         cache=f"{RESULTS}/cache",
         out=lambda wildcards, output: os.path.dirname(output.meta),
         resolution=config["world"]["resolution"],
-    log:
-        f"{RESULTS}/logs/corpus-broad.log",
     shell:
         "$FINEXTRACT corpus --broad --cache {params.cache:q} --out {params.out:q} "
         "--resolution {params.resolution} 2>&1 | tee {log:q}"
@@ -26,6 +26,13 @@ rule pretrain_broad:
         captions=f"{RESULTS}/corpus-broad/captions.csv",
     output:
         directory(f"{RESULTS}/pretrain-broad/model"),
+    log:
+        f"{RESULTS}/logs/pretrain-broad.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=720,
     params:
         corpus=lambda wildcards, input: os.path.dirname(input.images),
         out=lambda wildcards, output: os.path.dirname(output[0]),
@@ -36,13 +43,6 @@ rule pretrain_broad:
         channels_last="--channels-last" if config["world"]["pretrain"]["channels_last"] else "",
         seed=config["world"]["pretrain"]["seed"],
         init=committed_pretrain_state,
-    log:
-        f"{RESULTS}/logs/pretrain-broad.log",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=720,
     shell:
         "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} --band-basis "
         "--channels {params.channels} --layers-per-block {params.layers} --autocast {params.autocast} "
@@ -56,13 +56,13 @@ rule world_criteria:
         heldout=f"{RESULTS}/corpus-broad/heldout.npy",
     output:
         f"{RESULTS}/world-criteria/pretrain-broad/criteria.csv",
+    log:
+        f"{RESULTS}/logs/world-criteria.log",
+    threads: 2
     params:
         corpus=lambda wildcards, input: os.path.dirname(input.heldout),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         steps=config["world"]["criteria_steps"],
-    log:
-        f"{RESULTS}/logs/world-criteria.log",
-    threads: 2
     shell:
         "$FINEXTRACT world-criteria --model {input.model:q} --corpus {params.corpus:q} --out {params.out:q} "
         "--steps {params.steps} --threads {threads} 2>&1 | tee {log:q}"
