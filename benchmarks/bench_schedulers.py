@@ -170,7 +170,7 @@ def main() -> None:
     import torch
 
     from finextract.workflow import config as fxconfig
-    from finextract.workflow.cli import _interval
+    from finextract.workflow.commands.options import _interval
     from finextract.private_set import load_private_set
     from finextract.io import save_csv
     from finextract.attack.load_models import load_base, load_pair

@@ -187,7 +187,7 @@ def test_the_gap_on_every_latent_backbone_for_dreambooth_and_lora(sd_models, tmp
 
 
 def test_the_cli_offers_exactly_the_paired_score_variants():
-    from finextract.workflow.cli import MEMBERSHIP_SCORES
+    from finextract.workflow.commands.audit import MEMBERSHIP_SCORES
     from finextract.audit.membership.score import PAIRED_VARIANTS
 
     assert MEMBERSHIP_SCORES == PAIRED_VARIANTS

@@ -239,7 +239,8 @@ def test_random_edits_plan_exactly_the_jobs_downstream(world):
 
 # --- the same, function by function (fast) ---------------------------------------------------------
 def test_captions_are_data_on_the_command_line(tmp_path, monkeypatch):
-    from finextract.workflow.cli import _caption_from, build_parser
+    from finextract.workflow.cli import build_parser
+    from finextract.workflow.commands.options import _caption_from
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("the text of a user's file\n")
