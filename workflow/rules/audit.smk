@@ -66,11 +66,7 @@ rule audit_control_shard:
         load=load_args,
         theta=weights_digest,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-method none {params.caption} "
-        "--method {wildcards.method} --w {params.w} --k {params.k} "
-        "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} "
-        "--seeds {wildcards.shard} --batch-size {params.batch_size} "
-        "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"
+        sample_command(finetuned="", ft="none") + " 2>&1 | tee {log:q}"
 
 
 rule audit_embed_control:

@@ -28,10 +28,7 @@ rule auto_w_sample:
         theta=weights_digest,
         finetuned=sampled_finetuned_arg,
     shell:
-        "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
-        "--method {wildcards.method} --w {wildcards.w} --k {params.k} --steps {params.steps} "
-        "--scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        sample_command(w="{wildcards.w}") + " > {log:q} 2>&1"
 
 
 rule auto_w_score:

@@ -154,6 +154,30 @@ def finetuned_arg(wildcards, input):
     return f"--ft-dir {shlex.quote(input.finetuned)}"
 
 
+def sample_command(
+    *,
+    finetuned="{params.finetuned} ",
+    ft="{wildcards.ft}",
+    method="{wildcards.method}",
+    w="{params.w}",
+    k="{params.k}",
+    interval="{params.interval}",
+    seeds="{wildcards.shard}",
+):
+    """The `finextract sample` command of every sampling rule, its options written once.
+
+    Each rule says only where its values come from (a wildcard, a param, a constant) and appends its log
+    redirection. The other values are params every sampling rule has: load, caption, steps, scheduler,
+    batch_size.
+    """
+    return (
+        f"$FINEXTRACT sample {{params.load}} {finetuned}--ft-method {ft} {{params.caption}} "
+        f"--method {method} --w {w} --k {k} --steps {{params.steps}} --scheduler {{params.scheduler}} "
+        f"--guidance-interval {interval} --seeds {seeds} --batch-size {{params.batch_size}} "
+        "--threads {threads} --out {output:q}"
+    )
+
+
 def sampled_finetuned_arg(wildcards, input):
     """θ' for a sampling job, and how DreamBooth holds θ beside it (`sampling.memory`).
 

@@ -52,10 +52,7 @@ rule defence_sample:
         load=load_args,
         theta=weights_digest,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q} --ft-method {wildcards.ft} {params.caption} "
-        "--method {wildcards.method} --w {params.w} --k {params.k} --guidance-interval {params.interval} "
-        "--steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        sample_command(finetuned="--ft-dir {input.finetuned:q} ", seeds="{params.seeds}") + " > {log:q} 2>&1"
 
 
 rule defence_point:

@@ -29,7 +29,4 @@ rule sample_shard:
         theta=weights_digest,
         finetuned=sampled_finetuned_arg,
     shell:
-        "$FINEXTRACT sample {params.load} {params.finetuned} --ft-method {wildcards.ft} {params.caption} "
-        "--method {wildcards.method} --w {params.w} --k {params.k} "
-        "--steps {params.steps} --scheduler {params.scheduler} --guidance-interval {params.interval} --seeds {wildcards.shard} --batch-size {params.batch_size} "
-        "--threads {threads} --out {output:q} 2>&1 | tee {log:q}"
+        sample_command() + " 2>&1 | tee {log:q}"

@@ -52,11 +52,15 @@ rule study_sample:
         load=load_args,
         theta=weights_digest,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-dir {input.finetuned:q}/{params.snapshot} --ft-method {wildcards.ft} "
-        "{params.caption} --method {params.variant.method} --w {params.variant.w} --k {params.variant.k} "
-        "--guidance-interval {params.variant.interval[0]} {params.variant.interval[1]} "
-        "--steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        sample_command(
+            finetuned="--ft-dir {input.finetuned:q}/{params.snapshot} ",
+            method="{params.variant.method}",
+            w="{params.variant.w}",
+            k="{params.variant.k}",
+            interval="{params.variant.interval[0]} {params.variant.interval[1]}",
+            seeds="{params.seeds}",
+        )
+        + " > {log:q} 2>&1"
 
 
 rule study_control_sample:
@@ -78,9 +82,10 @@ rule study_control_sample:
         load=load_args,
         theta=weights_digest,
     shell:
-        "$FINEXTRACT sample {params.load} --ft-method none {params.caption} --method direct --w 1 --k 0 "
-        "--guidance-interval 0 1000 --steps {params.steps} --scheduler {params.scheduler} --seeds {params.seeds} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        sample_command(
+            finetuned="", ft="none", method="direct", w="1", k="0", interval="0 1000", seeds="{params.seeds}"
+        )
+        + " > {log:q} 2>&1"
 
 
 rule study_point:
