@@ -78,12 +78,13 @@ def sample_seeds(pair, caption: str, seeds: list[int], method: str, steps: int, 
 
 def load_config(path: Path) -> tuple[dict, dict]:
     from finextract.workflow import config as fxconfig
+    from finextract.workflow.config_file import validate_schema
 
     config = yaml.safe_load(path.read_text())
     # only the sections a sampling run reads: the study / N sweep / audit settings play no part here
     config = {key: value for key, value in config.items() if key not in ("study", "n_sweep", "audit")}
     # the schema (its defaults filled in) and the checks of the embedded default, as validate_config runs them
-    fxconfig.validate_schema(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    validate_schema(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
     return config, fxconfig.attack_targets(config, fxconfig.check_config(config))
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import REPO, SCHEMAS, absolute_paths, emoji_like_images, load_test_config, write_private_set
 from finextract.workflow import config as fxconfig
-from finextract.workflow import model_checks
+from finextract.workflow import config_file, model_checks
 from finextract.workflow.config import ConfigError, validate_config
 from finextract.private_set import PrivateSetError, load_private_set
 
@@ -157,21 +157,21 @@ def test_duplicated_yaml_key_names_file_and_both_lines(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("results: r\nsampling:\n  steps: 3\n  control: true\nsampling:\n  n_per_image: 2\n")
     with pytest.raises(ConfigError, match=rf"{path}:5:1: duplicated key 'sampling' \(first given on line 2"):
-        fxconfig.load_config_file(path)
+        config_file.load_config_file(path)
     path.write_text("sampling:\n  steps: 3\n  steps: 4\n")  # nested too
     with pytest.raises(ConfigError, match=rf"{path}:3:3: duplicated key 'steps'"):
-        fxconfig.load_config_file(path)
+        config_file.load_config_file(path)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("results: r\nmetrics:\n  taus: [0.5, 0.6\nclustering: {}\n")
     with pytest.raises(ConfigError, match=rf"{path}:4:\d+: .*expected ',' or ']'"):
-        fxconfig.load_config_file(path)
+        config_file.load_config_file(path)
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected keys at the top level"):
-        fxconfig.load_config_file(path)
-    assert "private_sets" in fxconfig.load_config_file(REPO / "config" / "config.yaml")
+        config_file.load_config_file(path)
+    assert "private_sets" in config_file.load_config_file(REPO / "config" / "config.yaml")
 
 
 # --- paths -----------------------------------------------------------------------------------

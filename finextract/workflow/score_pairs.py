@@ -42,7 +42,8 @@ def instrument_from_config(path: str | Path | None = None, base: str | None = No
     """Read the workflow config (default ``config/config.yaml``), filling the schema's defaults."""
     from snakemake.utils import validate
 
-    from finextract.workflow.config import is_realworld, load_config_file
+    from finextract.workflow.config import is_realworld
+    from finextract.workflow.config_file import load_config_file
     from finextract.attack.similarity import resolve_resource
     from finextract.workflow.steps import base_resolution
 
