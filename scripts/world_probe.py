@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from finextract.io import save_csv
+from finextract.workflow.config_file import schema_defaults
 from finextract.world.measure import heldout_loss, measure_world
 
+RECIPE = schema_defaults("world.pretrain")  # the workflow's recipe, apart from the sizes probed
 SIZES = {"A": ((32, 64, 64), 1), "B": ((64, 128, 128), 1), "C": ((64, 128, 256), 2)}
 
 
@@ -41,6 +43,8 @@ def main() -> None:
         if not (run / "model").exists():
             command = [sys.executable, "-m", "finextract", "pretrain", "--corpus", args.corpus, "--out", str(run),
                        "--steps", "16000", "--band-basis", "--channels", *map(str, channels),
+                       "--batch-size", str(RECIPE["batch_size"]), "--lr", str(RECIPE["lr"]),
+                       "--seed", str(RECIPE["seed"]), "--checkpoint-every", str(RECIPE["checkpoint_every"]),
                        "--layers-per-block", str(layers), "--cpu-budget", str(args.cpu_budget), "--threads", "1",
                        "--autocast", "bf16" if "bf16" in variants[size] else "none"]
             command += ["--channels-last"] if "channels_last" in variants[size] else []

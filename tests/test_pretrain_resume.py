@@ -25,8 +25,9 @@ class Killed(Exception):
 def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"
     broad_style_corpus(corpus)
-    config = PretrainConfig(steps=5, batch_size=4, warmup=1, checkpoint_every=2, block_out_channels=(16, 32, 32),
-                            threads=1, band_basis=True)
+    config = PretrainConfig(steps=5, batch_size=4, lr=1e-3, seed=0, warmup=1, checkpoint_every=2,
+                            block_out_channels=(16, 32, 32), layers_per_block=1, autocast="none",
+                            channels_last=False, threads=1, band_basis=True)
     pretrain(corpus, tmp_path / "straight", config, log=lambda m: None)
 
     save_state = pretraining._save_state
@@ -54,8 +55,9 @@ def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
 
     corpus = tmp_path / "corpus"
     broad_style_corpus(corpus)
-    config = PretrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=2, block_out_channels=(16, 32, 32),
-                            threads=1, band_basis=True)
+    config = PretrainConfig(steps=2, batch_size=4, lr=1e-3, seed=0, warmup=1, checkpoint_every=2,
+                            block_out_channels=(16, 32, 32), layers_per_block=1, autocast="none",
+                            channels_last=False, threads=1, band_basis=True)
     pretrain(corpus, tmp_path / "run", config, log=lambda m: None)
     portable = tmp_path / "state.safetensors"
     assert write_portable_state(tmp_path / "run" / "state.pt", portable) == 2

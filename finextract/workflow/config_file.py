@@ -164,3 +164,17 @@ def expand_home(config: dict) -> None:
         for key in ("candidates", "reference"):
             if key in spec:
                 spec[key] = _expand(spec[key])
+
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+
+def schema_defaults(section: str, schema_file: str | Path = SCHEMA_DIR / "config.schema.yaml") -> dict:
+    """The schema's defaults of one config section (``"world.pretrain"``), for tools that run a stage
+    outside the workflow and must use the same values."""
+    import yaml
+
+    node = yaml.safe_load(Path(schema_file).read_text())
+    for key in section.split("."):
+        node = node["properties"][key]
+    return {key: spec["default"] for key, spec in node["properties"].items() if "default" in spec}

@@ -31,24 +31,27 @@ from finextract.backbones.base import Conditioning, images_to_tensor
 
 @dataclass
 class PretrainConfig:
-    steps: int = 12000
-    batch_size: int = 64
-    lr: float = 1e-3
+    # what the workflow configures: no defaults here, the schema's `world.pretrain` holds them
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    checkpoint_every: int
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int
+    autocast: str                  # "bf16": bfloat16 autocast on CPU (faster for larger UNets: docs/tiny-world.md)
+    channels_last: bool            # NHWC UNet weights: faster for some sizes on CPU (docs/tiny-world.md)
+    band_basis: bool               # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
+    # the recipe's constants (not configurable; docs/tiny-world.md says why each)
     warmup: int = 300
     weight_decay: float = 0.01
     empty_caption_prob: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
-    seed: int = 0
-    checkpoint_every: int = 500
+    # how a run is carried out, not what it computes; "off" by default
     keep_every: int = 0            # also keep the EMA export of every keep_every-th step in out/ckpt-<step>
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 1
-    autocast: str = "none"         # "bf16": bfloat16 autocast on CPU (faster for larger UNets: docs/tiny-world.md)
-    channels_last: bool = False    # NHWC UNet weights: faster for some sizes on CPU (docs/tiny-world.md)
     cpu_budget_s: float = 0.0      # stop (checkpointed) once this process has used this much CPU time; 0: no limit
     threads: int = 2
-    band_basis: bool = False       # denoise unit-variance Haar bands of the unshuffle (backbones/haar.py)
     init_from: str | None = None   # a state.pt (unshuffle basis: converted) or portable state to start from, fresh optimizer
 
 

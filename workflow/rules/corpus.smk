@@ -13,8 +13,8 @@ rule corpus:
     params:
         cache=f"{RESULTS}/cache",
         out=lambda wildcards, output: os.path.dirname(output.meta),
-        resolution=32,
-        concepts=128,
+        resolution=config["world"]["resolution"],
+        concepts=config["world"]["first_base"]["concepts"],
     shell:
         "$FINEXTRACT corpus --cache {params.cache:q} --out {params.out:q} --resolution {params.resolution} "
         "--concepts {params.concepts} 2>&1 | tee {log:q}"
@@ -36,7 +36,15 @@ rule pretrain:
     params:
         corpus=lambda wildcards, input: os.path.dirname(input.images),
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        steps=16000,
+        steps=config["world"]["first_base"]["steps"],
+        channels=" ".join(str(c) for c in config["world"]["pretrain"]["channels"]),
+        layers=config["world"]["pretrain"]["layers_per_block"],
+        seed=config["world"]["pretrain"]["seed"],
+        batch_size=config["world"]["pretrain"]["batch_size"],
+        lr=config["world"]["pretrain"]["lr"],
+        checkpoint_every=config["world"]["pretrain"]["checkpoint_every"],
     shell:
         "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} "
+        "--channels {params.channels} --layers-per-block {params.layers} --autocast none --seed {params.seed} "
+        "--batch-size {params.batch_size} --lr {params.lr} --checkpoint-every {params.checkpoint_every} "
         "--threads {threads} 2>&1 | tee {log:q}"

@@ -42,12 +42,18 @@ rule pretrain_broad:
         autocast=config["world"]["pretrain"]["autocast"],
         channels_last="--channels-last" if config["world"]["pretrain"]["channels_last"] else "",
         seed=config["world"]["pretrain"]["seed"],
+        batch_size=config["world"]["pretrain"]["batch_size"],
+        lr=config["world"]["pretrain"]["lr"],
+        checkpoint_every=config["world"]["pretrain"]["checkpoint_every"],
+        keep_every=config["world"]["pretrain"]["keep_every"],
+        band_basis="--band-basis" if config["world"]["pretrain"]["band_basis"] else "",
         init=committed_pretrain_state,
     shell:
-        "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} --band-basis "
-        "--channels {params.channels} --layers-per-block {params.layers} --autocast {params.autocast} "
-        "{params.channels_last} --seed {params.seed} --keep-every 2000 {params.init} --threads {threads} "
-        "2>&1 | tee -a {log:q}"
+        "$FINEXTRACT pretrain --corpus {params.corpus:q} --out {params.out:q} --steps {params.steps} "
+        "{params.band_basis} --channels {params.channels} --layers-per-block {params.layers} "
+        "--autocast {params.autocast} {params.channels_last} --seed {params.seed} --batch-size {params.batch_size} "
+        "--lr {params.lr} --checkpoint-every {params.checkpoint_every} --keep-every {params.keep_every} "
+        "{params.init} --threads {threads} 2>&1 | tee -a {log:q}"
 
 
 rule world_criteria:

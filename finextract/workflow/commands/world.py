@@ -51,19 +51,20 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=500)
+    # the recipe's values have their defaults in the schema (world.pretrain), so they are required here
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--checkpoint-every", type=int, required=True)
     p.add_argument("--keep-every", type=int, default=0,
                    help="also keep the model of every K-th step in OUT/ckpt-<step> (to compare checkpoints)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
-    p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--channels", type=int, nargs="+", required=True)
+    p.add_argument("--layers-per-block", type=int, required=True)
     p.add_argument("--channels-last", action="store_true", help="NHWC UNet weights (faster for some sizes on CPU)")
     p.add_argument("--cpu-budget", type=float, default=0.0,
                    help="stop, checkpointed, after this many seconds of process CPU time (a probe); 0: no limit")
-    p.add_argument("--autocast", choices=("none", "bf16"), default="none",
+    p.add_argument("--autocast", choices=("none", "bf16"), required=True,
                    help="bf16: bfloat16 autocast on CPU (docs/tiny-world.md has the measured speed-up)")
     p.add_argument("--band-basis", action="store_true",
                    help="denoise unit-variance Haar bands of the 2x2 unshuffle (finextract/backbones/haar.py)")
