@@ -152,7 +152,7 @@ def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
     """The ``finextract sample --memory`` path (stages.run_sample) on a saved SD-shaped pipeline + DreamBooth UNet."""
     from PIL import Image
 
-    from finextract.workflow.steps import run_sample
+    from finextract.workflow.attack_steps import run_sample
     from sd_fixtures import save_pipeline
 
     pipe = copy.deepcopy(_PIPELINES.get("sd") or build_sd_pipeline(tmp_path / "tok"))

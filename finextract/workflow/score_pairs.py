@@ -45,7 +45,7 @@ def instrument_from_config(path: str | Path | None = None, base: str | None = No
     from finextract.workflow.config import is_realworld
     from finextract.workflow.config_file import load_config_file
     from finextract.attack.similarity import resolve_resource
-    from finextract.workflow.steps import base_resolution
+    from finextract.workflow.attack_steps import base_resolution
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():

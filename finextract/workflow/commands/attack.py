@@ -26,7 +26,7 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     import json
 
-    from finextract.workflow.steps import run_finetune
+    from finextract.workflow.attack_steps import run_finetune
 
     from finextract.workflow.provenance import write_checksums
 
@@ -64,7 +64,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from finextract.workflow.provenance import CheckpointError, verify_checkpoint
     from finextract.attack.sampling import method_of
-    from finextract.workflow.steps import run_sample
+    from finextract.workflow.attack_steps import run_sample
 
     try:
         method_of(args.method)
@@ -102,7 +102,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_embed
+    from finextract.workflow.attack_steps import run_embed
 
     calibration = None if args.calibration in ("none", "null") else args.calibration
     run_embed(Path(args.out), Path(args.order), args.model, calibration, args.resolution,
@@ -122,7 +122,7 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
 
 
 def _cluster(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_cluster
+    from finextract.workflow.attack_steps import run_cluster
 
     run_cluster(Path(args.embeddings), Path(args.order), args.n0, args.time_cap, Path(args.out),
                 min_threshold=args.min_threshold)
@@ -138,7 +138,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_score
+    from finextract.workflow.attack_steps import run_score
 
     run_score(Path(args.private), Path(args.private_order), Path(args.generated), Path(args.clusters),
               args.taus, args.set, args.ft, args.method, Path(args.out), private_set=args.private_set,

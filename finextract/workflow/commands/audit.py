@@ -32,7 +32,7 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_audit
+    from finextract.workflow.experiment_steps import run_audit
 
     if not len(args.methods) == len(args.generated) == len(args.controls):
         raise SystemExit("--methods, --generated and --controls must list one entry per method")

@@ -22,7 +22,7 @@ def add_sweep_point(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep_point(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_sweep_point
+    from finextract.workflow.experiment_steps import run_sweep_point
 
     run_sweep_point(Path(args.generated), Path(args.order), Path(args.private), args.n_images, args.taus,
                     args.set, args.ft, args.method, args.seed_offset, args.time_cap, Path(args.out),
@@ -40,7 +40,7 @@ def add_sweep_summary(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep_summary(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_sweep_summary
+    from finextract.workflow.experiment_steps import run_sweep_summary
 
     run_sweep_summary(args.points, args.taus, Path(args.out_csv), Path(args.out_png))
 
@@ -80,7 +80,7 @@ def add_separation(sub: argparse._SubParsersAction) -> None:
 
 
 def _separation(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_separation
+    from finextract.workflow.experiment_steps import run_separation
 
     run_separation(Path(args.embeddings), args.n0, args.w, args.time_cap, Path(args.out),
                    min_threshold=args.min_threshold)
@@ -94,7 +94,7 @@ def add_choose_w(sub: argparse._SubParsersAction) -> None:
 
 
 def _choose_w(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_choose_w
+    from finextract.workflow.experiment_steps import run_choose_w
 
     run_choose_w(args.scores, Path(args.out))
 
@@ -112,7 +112,7 @@ def add_study_point(sub: argparse._SubParsersAction) -> None:
 
 
 def _study_point(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_study_point
+    from finextract.workflow.experiment_steps import run_study_point
 
     cell = {"set": args.set, "ft": args.ft, "seed": args.seed, "steps_per_image": args.steps_per_image}
     run_study_point(Path(args.generated), Path(args.order), Path(args.private), args.taus, cell, args.variant,
@@ -132,7 +132,7 @@ def add_study_summary(sub: argparse._SubParsersAction) -> None:
 def _study_summary(args: argparse.Namespace) -> None:
     import json
 
-    from finextract.workflow.steps import run_study_summary
+    from finextract.workflow.experiment_steps import run_study_summary
 
     run_study_summary(args.points, args.controls, json.loads(args.study), Path(args.out_dir))
 
@@ -159,7 +159,7 @@ def add_extract_caption(sub: argparse._SubParsersAction) -> None:
 
 def _extract_caption(args: argparse.Namespace) -> None:
     from finextract.private_set import read_caption
-    from finextract.workflow.steps import run_extract_caption
+    from finextract.workflow.experiment_steps import run_extract_caption
 
     from finextract.workflow.provenance import CheckpointError, verify_checkpoint
 
@@ -182,7 +182,7 @@ def add_captions_summary(sub: argparse._SubParsersAction) -> None:
 
 
 def _captions_summary(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_captions_summary
+    from finextract.workflow.experiment_steps import run_captions_summary
 
     run_captions_summary(args.folders, Path(args.out), Path(args.out_png) if args.out_png else None)
 
@@ -200,7 +200,7 @@ def add_defence_quality(sub: argparse._SubParsersAction) -> None:
 
 
 def _defence_quality(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_defence_quality
+    from finextract.workflow.experiment_steps import run_defence_quality
 
     run_defence_quality(Path(args.samples), Path(args.generated), Path(args.private),
                         {"augment": args.augment, "set": args.set, "ft": args.ft}, Path(args.out))
@@ -215,6 +215,6 @@ def add_defences_summary(sub: argparse._SubParsersAction) -> None:
 
 
 def _defences_summary(args: argparse.Namespace) -> None:
-    from finextract.workflow.steps import run_defences_summary
+    from finextract.workflow.experiment_steps import run_defences_summary
 
     run_defences_summary(args.points, args.qualities, Path(args.out_dir))
