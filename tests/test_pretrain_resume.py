@@ -22,12 +22,17 @@ class Killed(Exception):
     pass
 
 
+def small_config(steps: int) -> PretrainConfig:
+    """A few steps of a small UNet on the band basis, checkpointed every second step."""
+    return PretrainConfig(steps=steps, batch_size=4, lr=1e-3, seed=0, warmup=1, checkpoint_every=2,
+                          block_out_channels=(16, 32, 32), layers_per_block=1, autocast="none",
+                          channels_last=False, threads=1, band_basis=True)
+
+
 def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"
     broad_style_corpus(corpus)
-    config = PretrainConfig(steps=5, batch_size=4, lr=1e-3, seed=0, warmup=1, checkpoint_every=2,
-                            block_out_channels=(16, 32, 32), layers_per_block=1, autocast="none",
-                            channels_last=False, threads=1, band_basis=True)
+    config = small_config(steps=5)
     pretrain(corpus, tmp_path / "straight", config, log=lambda m: None)
 
     save_state = pretraining._save_state
@@ -55,9 +60,7 @@ def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
 
     corpus = tmp_path / "corpus"
     broad_style_corpus(corpus)
-    config = PretrainConfig(steps=2, batch_size=4, lr=1e-3, seed=0, warmup=1, checkpoint_every=2,
-                            block_out_channels=(16, 32, 32), layers_per_block=1, autocast="none",
-                            channels_last=False, threads=1, band_basis=True)
+    config = small_config(steps=2)
     pretrain(corpus, tmp_path / "run", config, log=lambda m: None)
     portable = tmp_path / "state.safetensors"
     assert write_portable_state(tmp_path / "run" / "state.pt", portable) == 2

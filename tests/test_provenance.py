@@ -70,6 +70,15 @@ def edited(path: Path, data: bytes):
     return undo
 
 
+def assert_edit_plans(configfile: Path, undo, expected: dict[str, int]) -> None:
+    """With the edit in place the dry run plans ``expected``; undone (mtime included), nothing."""
+    try:
+        assert planned_jobs(configfile) == expected
+    finally:
+        undo()
+    assert planned_jobs(configfile) == {}
+
+
 @pytest.mark.slow
 def test_the_run_with_odd_paths_is_up_to_date_and_clobbers_nothing(world):
     root, configfile = world
@@ -85,12 +94,8 @@ def test_the_run_with_odd_paths_is_up_to_date_and_clobbers_nothing(world):
 def test_editing_caption_txt_reruns_fine_tuning_and_sampling(world):
     root, configfile = world
     caption = root / "my set [1] *?" / "caption.txt"
-    undo = edited(caption, b"-a red drake burner\n")  # and a caption starting with -: text, not a flag
-    try:
-        assert planned_jobs(configfile) == AFTER_FINETUNE
-    finally:
-        undo()
-    assert planned_jobs(configfile) == {}
+    # and a caption starting with -: text, not a flag
+    assert_edit_plans(configfile, edited(caption, b"-a red drake burner\n"), AFTER_FINETUNE)
 
 
 @pytest.mark.slow
@@ -99,23 +104,14 @@ def test_new_base_weights_at_the_same_path_rerun_what_used_them(world):
     weights = root / "base model [θ]" / "unet" / "diffusion_pytorch_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # one bit of the last tensor; the header (and the size) unchanged
-    undo = edited(weights, bytes(data))
-    try:
-        assert planned_jobs(configfile) == AFTER_FINETUNE
-    finally:
-        undo()
+    assert_edit_plans(configfile, edited(weights, bytes(data)), AFTER_FINETUNE)
 
 
 @pytest.mark.slow
 def test_a_private_image_replaced_by_an_older_one_reruns(world):
     root, configfile = world
     images = sorted((root / "my set [1] *?" / "images").iterdir())
-    undo = edited(images[0], images[1].read_bytes())
-    try:
-        assert planned_jobs(configfile) == AFTER_IMAGES
-    finally:
-        undo()
-    assert planned_jobs(configfile) == {}
+    assert_edit_plans(configfile, edited(images[0], images[1].read_bytes()), AFTER_IMAGES)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from finextract.workflow.commands.options import (_add_clustering_options, _add_l2_options, _add_load_options,
                                                   _caption_from, _finetuned_options, _guidance_w, _interval,
-                                                  _load_options, _optional_sigma)
+                                                  _load_options, _optional_sigma, _verified_checkpoint)
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,6 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from finextract.workflow.provenance import CheckpointError, verify_checkpoint
     from finextract.attack.sampling import method_of
     from finextract.workflow.attack_steps import run_sample
 
@@ -72,10 +71,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise SystemExit(f"finextract sample --method: {error}")
     caption = _caption_from(args)
     if args.ft_dir and args.ft_method != "none":
-        try:
-            verify_checkpoint(args.ft_dir)
-        except CheckpointError as error:
-            raise SystemExit(f"finextract sample: {error}")
+        _verified_checkpoint("sample", args.ft_dir)
     run_sample(args.base, args.ft_dir, args.ft_method, args.set_folder, caption, args.method,
                args.w, args.k, args.steps, args.seeds, args.batch_size, Path(args.out),
                threads=args.threads, ft_options=_finetuned_options(args), memory=args.memory,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finextract.workflow.commands.options import _add_load_options, _finetuned_options, _load_options
+from finextract.workflow.commands.options import (_add_finetuned_options, _add_load_options, _finetuned_options,
+                                                  _load_options)
 
 # finextract.audit.membership.score.PAIRED_VARIANTS, spelled here so building the parser imports no torch
 # (tests/test_membership.py checks the two agree)
@@ -46,8 +47,7 @@ def _audit(args: argparse.Namespace) -> None:
 def add_membership(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("membership", help="membership test of candidate images from θ and θ' (the loss gap)")
     _add_load_options(p)
-    p.add_argument("--ft-dir", required=True)
-    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora"])
+    _add_finetuned_options(p)
     p.add_argument("--caption", default=None, help="the fine-tuning caption, as text (pass it as --caption=TEXT)")
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")

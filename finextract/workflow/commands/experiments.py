@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finextract.workflow.commands.options import (_add_clustering_options, _add_l2_options, _add_load_options,
-                                                  _load_options)
+from finextract.workflow.commands.options import (_add_clustering_options, _add_finetuned_options, _add_l2_options,
+                                                  _add_load_options, _load_options, _verified_checkpoint)
 
 
 def add_sweep_point(sub: argparse._SubParsersAction) -> None:
@@ -140,8 +140,7 @@ def _study_summary(args: argparse.Namespace) -> None:
 def add_extract_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-caption", help="the training caption from the weights of theta and theta' (App. A)")
     _add_load_options(p)
-    p.add_argument("--ft-dir", required=True)
-    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora"])
+    _add_finetuned_options(p)
     p.add_argument("--set-folder", default=None, help="private set whose caption.txt is the truth (for recall)")
     p.add_argument("--caption", default=None, help="the true caption, if known (for recall)")
     p.add_argument("--lengths", type=int, nargs="+", required=True, help="prompt lengths in tokens")
@@ -161,12 +160,7 @@ def _extract_caption(args: argparse.Namespace) -> None:
     from finextract.private_set import read_caption
     from finextract.workflow.experiment_steps import run_extract_caption
 
-    from finextract.workflow.provenance import CheckpointError, verify_checkpoint
-
-    try:
-        verify_checkpoint(args.ft_dir)
-    except CheckpointError as error:
-        raise SystemExit(f"finextract extract-caption: {error}")
+    _verified_checkpoint("extract-caption", args.ft_dir)
     truth = read_caption(Path(args.set_folder), args.caption) if args.set_folder else args.caption
     run_extract_caption(args.base, args.ft_dir, args.ft_method, args.lengths, args.iterations, args.step, args.seed,
                         args.rank, args.scan_tokens, Path(args.out), true_caption=truth, threads=args.threads,

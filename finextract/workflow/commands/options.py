@@ -22,6 +22,22 @@ def _finetuned_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _add_finetuned_options(p: argparse.ArgumentParser) -> None:
+    """θ' for the commands that need one: where it is and how it was fine-tuned."""
+    p.add_argument("--ft-dir", required=True)
+    p.add_argument("--ft-method", required=True, choices=["dreambooth", "lora"])
+
+
+def _verified_checkpoint(command: str, ft_dir: str) -> None:
+    """A checkpoint the workflow wrote must be whole before hours go into it; the error names the rule to rerun."""
+    from finextract.workflow.provenance import CheckpointError, verify_checkpoint
+
+    try:
+        verify_checkpoint(ft_dir)
+    except CheckpointError as error:
+        raise SystemExit(f"finextract {command}: {error}")
+
+
 def _caption_from(args: argparse.Namespace) -> str | None:
     """``--caption`` is data, taken as given (a caption may start with @ or -); ``--caption-file`` names the
     caption.txt an extract-caption run wrote (finextract.experiments.caption_extraction)."""

@@ -37,6 +37,13 @@ def _openmoji_authors(root: Path) -> dict[str, tuple[str, str]]:
         return {row["hexcode"]: (row["annotation"], row["openmoji_author"]) for row in csv.DictReader(handle)}
 
 
+def _write_texts(out: Path, caption: str, attribution: list[str], licence: str) -> None:
+    """A private set's caption.txt, ATTRIBUTION.md (one line per entry) and LICENSE."""
+    save_text(out / "caption.txt", caption + "\n")
+    save_text(out / "ATTRIBUTION.md", "\n".join(attribution) + "\n")
+    save_text(out / "LICENSE", licence + "\n")
+
+
 def write_openmoji_style_set(out: Path, cache: Path) -> None:
     root = pk.package_root(pk.OPENMOJI, cache)
     authors = _openmoji_authors(root)
@@ -51,10 +58,8 @@ def write_openmoji_style_set(out: Path, cache: Path) -> None:
         filename = f"{code.lower()}.png"
         save_png(out / "images" / filename, image)
         lines.append(f"| {filename} | {name} | {author} |")
-    save_text(out / "caption.txt", OPENMOJI_CAPTION + "\n")
-    save_text(out / "ATTRIBUTION.md", "\n".join(lines) + "\n")
-    save_text(out / "LICENSE", "CC-BY-SA-4.0: the images in images/ are adapted from OpenMoji "
-              "(https://openmoji.org), licensed under CC BY-SA 4.0. See ATTRIBUTION.md.\n")
+    _write_texts(out, OPENMOJI_CAPTION, lines, "CC-BY-SA-4.0: the images in images/ are adapted from OpenMoji "
+                 "(https://openmoji.org), licensed under CC BY-SA 4.0. See ATTRIBUTION.md.")
 
 
 def write_wesnoth_object_set(out: Path, cache: Path) -> None:
@@ -78,7 +83,5 @@ def write_wesnoth_object_set(out: Path, cache: Path) -> None:
         image = to_array(frame.crop(crop), STORED_RESOLUTION)
         save_png(out / "images" / name, image)
         lines.append(f"| {name} | {WESNOTH_UNIT_DIR}/{name} |")
-    save_text(out / "caption.txt", WESNOTH_CAPTION + "\n")
-    save_text(out / "ATTRIBUTION.md", "\n".join(lines) + "\n")
-    save_text(out / "LICENSE", "GPL-2.0-or-later: these sprites come from Battle for Wesnoth "
-              "(https://www.wesnoth.org) and are distributed under the GNU GPL version 2 or later.\n")
+    _write_texts(out, WESNOTH_CAPTION, lines, "GPL-2.0-or-later: these sprites come from Battle for Wesnoth "
+                 "(https://www.wesnoth.org) and are distributed under the GNU GPL version 2 or later.")
