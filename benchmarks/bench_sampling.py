@@ -45,7 +45,8 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def finetuned_checkpoints(base: str, workdir: Path) -> dict[str, Path]:
-    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.training.finetune import finetune
+    from finextract.workflow.attack_steps import finetune_config
     from finextract.attack.load_models import load_base
     from finextract.private_set import load_private_set
 
@@ -54,7 +55,7 @@ def finetuned_checkpoints(base: str, workdir: Path) -> dict[str, Path]:
         backbone = load_base(base)
         private = load_private_set("openmoji-style", "resources/datasets/openmoji-style", backbone.resolution)
         out[method] = workdir / method
-        finetune(backbone, private.images, private.caption, FinetuneConfig(method=method, lr=lr, steps_per_image=1),
+        finetune(backbone, private.images, private.caption, finetune_config(method, lr=lr, steps_per_image=1),
                  out[method], progress=False)
     return out
 

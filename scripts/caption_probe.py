@@ -24,13 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 from finextract.world.synthetic import coloured_discs  # noqa: E402
 from finextract.experiments.caption_extraction import OBJECTIVES, caption_direction, cross_attention_weights, text_tower, token_scores  # noqa: E402
 from finextract.private_set import load_private_set  # noqa: E402
-from finextract.training.finetune import FinetuneConfig, finetune  # noqa: E402
+from finextract.training.finetune import finetune
+from finextract.workflow.attack_steps import finetune_config  # noqa: E402
 from finextract.attack.load_models import load_base  # noqa: E402
 
 # the default recipe's learning rates and LoRA shape, read from the config rather than copied
 FINETUNE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["finetune"]
-LORA = {"lora_rank": int(FINETUNE["lora"]["rank"]), "lora_targets": list(FINETUNE["lora"]["targets"])}
-LR = {method: float(FINETUNE[method]["lr"]) for method in ("dreambooth", "lora")}
 
 
 def main() -> None:
@@ -60,8 +59,7 @@ def main() -> None:
                 order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))
                 candidates = torch.unique(torch.cat([candidates[order[:args.sample]], torch.tensor(ids)]))
             before = cross_attention_weights(base.unet)
-            cfg = FinetuneConfig(method=method, lr=LR[method], steps_per_image=args.steps_per_image,
-                                 **(LORA if method == "lora" else {}))
+            cfg = finetune_config(method, **{**FINETUNE[method], "steps_per_image": args.steps_per_image})
             images = (load_private_set("probe", args.images, base.resolution, word).images if args.images
                       else coloured_discs(args.n_images))
             with tempfile.TemporaryDirectory() as tmp:

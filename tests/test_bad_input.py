@@ -5,7 +5,8 @@ from PIL import Image
 from conftest import SCHEMAS, emoji_like_images, load_test_config, make_tiny_backbone, write_private_set
 from finextract.workflow.config import ConfigError, validate_config
 from finextract.private_set import PrivateSetError, load_private_set
-from finextract.training.finetune import FinetuneConfig, finetune
+from finextract.training.finetune import finetune
+from finextract.workflow.attack_steps import finetune_config
 
 
 def base_config(folder):
@@ -70,11 +71,11 @@ def test_config_checks_name_the_key(tmp_path):
 def test_finetuned_checkpoint_must_match_the_base(tmp_path):
     small = make_tiny_backbone(channels=(16, 32, 32))
     other = make_tiny_backbone(channels=(32, 64, 64))
-    cfg = FinetuneConfig(method="dreambooth", lr=1e-4, steps_per_image=1)
+    cfg = finetune_config(method="dreambooth", lr=1e-4, steps_per_image=1)
     finetune(other, emoji_like_images(2), "c", cfg, tmp_path / "db", progress=False)
     with pytest.raises(ValueError, match="does not match the base"):
         small.load_dreambooth_unet(tmp_path / "db")
-    lora = FinetuneConfig(method="lora", lr=1e-3, steps_per_image=1, lora_rank=4)
+    lora = finetune_config(method="lora", lr=1e-3, steps_per_image=1, rank=4)
     finetune(make_tiny_backbone(channels=(32, 64, 64)), emoji_like_images(2), "c", lora, tmp_path / "lora",
              progress=False)
     with pytest.raises(ValueError, match="lora.safetensors"):

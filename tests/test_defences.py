@@ -9,7 +9,8 @@ from conftest import SCHEMAS, emoji_like_images, load_test_config, make_tiny_bac
 from finextract.training.augment import augmenter
 from finextract.workflow.config import ConfigError, validate_config
 from finextract.experiments.defences import point_labels, write_defences_summary
-from finextract.training.finetune import FinetuneConfig, finetune
+from finextract.training.finetune import finetune
+from finextract.workflow.attack_steps import finetune_config
 from finextract.reporting.image_quality import checkerboard_energy, sharpness
 
 
@@ -43,7 +44,7 @@ def test_fine_tuning_with_a_defence_is_deterministic_and_differs_from_none(tmp_p
     images = emoji_like_images(2)
     weights = {}
     for run, augment in (("none", "none"), ("cutout", "cutout"), ("cutout-again", "cutout")):
-        cfg = FinetuneConfig(method="dreambooth", lr=1e-3, steps_per_image=2, augment=augment)
+        cfg = finetune_config(method="dreambooth", lr=1e-3, steps_per_image=2, augment=augment)
         finetune(make_tiny_backbone(), images, "art style of test", cfg, tmp_path / run, progress=False)
         weights[run] = load_file(str(tmp_path / run / "unet" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(weights["cutout"][k], weights["cutout-again"][k]) for k in weights["cutout"])

@@ -54,12 +54,13 @@ def test_the_gap_is_exactly_zero_for_a_lora_that_changes_nothing():
 
 
 def finetuned_pair(tmp_path, method, images, steps_per_image):
-    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.training.finetune import finetune
+    from finextract.workflow.attack_steps import finetune_config
     from finextract.attack.load_models import load_pair
 
-    lora = {"lora_rank": 8, "lora_targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]} \
+    lora = {"rank": 8, "targets": ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]} \
         if method == "lora" else {}
-    cfg = FinetuneConfig(method=method, lr=2e-3 if method == "lora" else 5e-4, steps_per_image=steps_per_image,
+    cfg = finetune_config(method=method, lr=2e-3 if method == "lora" else 5e-4, steps_per_image=steps_per_image,
                          batch_size=1, seed=0, **lora)
     finetune(make_tiny_backbone(), images, CAPTION, cfg, tmp_path / method, progress=False)
     return load_pair(make_tiny_backbone(), method, tmp_path / method)

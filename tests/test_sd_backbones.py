@@ -296,12 +296,13 @@ def test_reduced_precision_path_runs(models, tmp_path):
 
 # --- fine-tuning loop integration ------------------------------------------------------------------------
 def test_lead_finetune_loop_writes_a_lora_our_loader_reads(models, tmp_path):
-    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.training.finetune import finetune
+    from finextract.workflow.attack_steps import finetune_config
     from finextract.attack.load_models import load_pair
 
     bb = load_backbone(models["sd"])
     images = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
-    cfg = FinetuneConfig(method="lora", lr=1e-2, steps_per_image=1, lora_rank=4)
+    cfg = finetune_config(method="lora", lr=1e-2, steps_per_image=1, rank=4)
     finetune(bb, images, CAPTION, cfg, tmp_path / "ft", progress=False)
     fresh = load_backbone(models["sd"])
     pair = load_pair(fresh, "lora", tmp_path / "ft")

@@ -132,13 +132,14 @@ def test_singleton_cliques_count_as_no_cohesion():
 @pytest.mark.parametrize("method", ["dreambooth", "lora"])
 def test_a_snapshot_equals_a_run_of_that_length(tmp_path, method):
     from conftest import make_tiny_backbone
-    from finextract.training.finetune import FinetuneConfig, finetune, snapshot_name
+    from finextract.training.finetune import finetune, snapshot_name
+    from finextract.workflow.attack_steps import finetune_config
     from safetensors.torch import load_file
 
     images = emoji_like_images(2)
-    extra = {"lora_rank": 2, "lora_targets": ["to_q", "conv1"]} if method == "lora" else {}
-    long = FinetuneConfig(method=method, lr=1e-3, steps_per_image=3, seed=4, **extra)
-    short = FinetuneConfig(method=method, lr=1e-3, steps_per_image=1, seed=4, **extra)
+    extra = {"rank": 2, "targets": ["to_q", "conv1"]} if method == "lora" else {}
+    long = finetune_config(method=method, lr=1e-3, steps_per_image=3, seed=4, **extra)
+    short = finetune_config(method=method, lr=1e-3, steps_per_image=1, seed=4, **extra)
     finetune(make_tiny_backbone(), images, "art style of test", long, tmp_path / "long", progress=False,
              snapshots=(1, 3))
     finetune(make_tiny_backbone(), images, "art style of test", short, tmp_path / "short", progress=False)

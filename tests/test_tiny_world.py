@@ -5,7 +5,8 @@ import torch
 from conftest import emoji_like_images, make_tiny_backbone
 from finextract.backbones.base import Conditioning
 from finextract.attack.load_models import load_base
-from finextract.training.finetune import FinetuneConfig, finetune
+from finextract.training.finetune import finetune
+from finextract.workflow.attack_steps import finetune_config
 from finextract.attack.model_pair import SingleModel, TwoUNetPair
 from finextract.attack.sampling import sample_batch
 
@@ -22,7 +23,7 @@ def test_one_image_overfit_is_reproduced_by_the_sampler(tmp_path):
     torch.set_num_threads(2)
     backbone = make_tiny_backbone(channels=(32, 64, 64))
     target = emoji_like_images(1, seed=3)
-    cfg = FinetuneConfig(method="dreambooth", lr=2e-3, steps_per_image=400, batch_size=16)
+    cfg = finetune_config(method="dreambooth", lr=2e-3, steps_per_image=400, batch_size=16)
     finetune(backbone, target, "a red disc", cfg, tmp_path / "ft", progress=False)
     pair = TwoUNetPair(backbone, backbone.load_dreambooth_unet(tmp_path / "ft"))
     images = sample_batch(pair, "a red disc", [0, 1], "direct", steps=25, w=1.0)
@@ -95,7 +96,7 @@ def test_in_place_dreambooth_writes_the_same_checkpoint_as_a_copy(tmp_path):
     from safetensors.torch import load_file
 
     images = emoji_like_images(2, size=32, seed=1)
-    cfg = FinetuneConfig(method="dreambooth", lr=1e-3, steps_per_image=2, seed=0)
+    cfg = finetune_config(method="dreambooth", lr=1e-3, steps_per_image=2, seed=0)
     copied_base, in_place_base = make_tiny_backbone(), make_tiny_backbone()
     before = {k: v.clone() for k, v in in_place_base.unet.state_dict().items()}
     finetune(copied_base, images, "art style of test", cfg, tmp_path / "copy", progress=False)

@@ -24,16 +24,22 @@ FINETUNE_METHODS = ("dreambooth", "lora")
 
 @dataclass
 class FinetuneConfig:
+    # what the workflow configures: no defaults here, the schema's `finetune` section holds them
     method: str
     lr: float
-    steps_per_image: int = 200
-    batch_size: int = 1
-    lora_rank: int = 16
-    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    steps_per_image: int
+    batch_size: int
+    seed: int
+    augment: str  # a defence (finextract.training.augment): none | cutout | randaugment
+    lora_rank: int | None = None  # LoRA only (finetune.lora.rank)
+    lora_targets: list[str] | None = None  # LoRA only (finetune.lora.targets)
+    # the recipe's constants
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
-    seed: int = 0
-    augment: str = "none"  # a defence (finextract.training.augment): none | cutout | randaugment
+
+    def __post_init__(self) -> None:
+        if self.method == "lora" and (not self.lora_rank or not self.lora_targets):
+            raise ValueError("LoRA fine-tuning needs lora_rank and lora_targets (finetune.lora.rank, .targets)")
 
     def total_steps(self, n_images: int) -> int:
         return self.steps_per_image * n_images

@@ -10,12 +10,16 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from finextract.workflow.config import shard_seeds
+
+if TYPE_CHECKING:
+    from finextract.training.finetune import FinetuneConfig
 from finextract.private_set import load_private_set
 from finextract.io import read_rgb, save_csv, save_npy
 
@@ -50,11 +54,24 @@ def base_resolution(base: str | None) -> int:
 
 
 # --- fine-tuning --------------------------------------------------------------------------
+def finetune_config(method: str, **values) -> FinetuneConfig:
+    """The fine-tuning recipe from `finetune.<method>` keys (``lr``, ``steps_per_image``, ``rank``, …): the values
+    given, the schema's defaults for the rest."""
+    from finextract.training.finetune import FinetuneConfig
+    from finextract.workflow.config_file import schema_defaults
+
+    hyper = {**schema_defaults(f"finetune.{method}"), **values}
+    lora = {"lora_rank": int(hyper["rank"]), "lora_targets": list(hyper["targets"])} if method == "lora" else {}
+    return FinetuneConfig(method=method, lr=float(hyper["lr"]), steps_per_image=int(hyper["steps_per_image"]),
+                          batch_size=int(hyper["batch_size"]), seed=int(hyper["seed"]), augment=hyper["augment"],
+                          **lora)
+
+
 def run_finetune(base: str, set_folder: str, caption: str | None, method: str, hyper: dict,
                  out: Path, threads: int = 1, snapshots: tuple[int, ...] = (), **load_options) -> None:
     import torch
 
-    from finextract.training.finetune import FinetuneConfig, finetune
+    from finextract.training.finetune import finetune
     from finextract.attack.load_models import load_base
 
     torch.set_num_threads(threads)
@@ -65,11 +82,7 @@ def run_finetune(base: str, set_folder: str, caption: str | None, method: str, h
     private = load_private_set(Path(set_folder).name, set_folder, backbone.resolution, caption)
     for note in private.notes:
         print(f"note: {note}", flush=True)
-    # hyper is finetune.<method> of the schema-validated config: every key is there (the schema's defaults)
-    lora = {"lora_rank": int(hyper["rank"]), "lora_targets": list(hyper["targets"])} if method == "lora" else {}
-    cfg = FinetuneConfig(method=method, lr=float(hyper["lr"]), steps_per_image=int(hyper["steps_per_image"]),
-                         batch_size=int(hyper["batch_size"]), seed=int(hyper["seed"]),
-                         augment=hyper.get("augment", "none"), **lora)
+    cfg = finetune_config(method, **hyper)
     print(f"fine-tuning {method} on {private.n0} images of {set_folder} with caption {private.caption!r}: "
           f"{cfg.total_steps(private.n0)} steps, lr {cfg.lr}", flush=True)
     out = Path(out)

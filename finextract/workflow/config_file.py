@@ -174,7 +174,19 @@ def schema_defaults(section: str, schema_file: str | Path = SCHEMA_DIR / "config
     outside the workflow and must use the same values."""
     import yaml
 
-    node = yaml.safe_load(Path(schema_file).read_text())
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    node = schema
     for key in section.split("."):
-        node = node["properties"][key]
-    return {key: spec["default"] for key, spec in node["properties"].items() if "default" in spec}
+        node = _properties(node, schema)[key]
+    return {key: spec["default"] for key, spec in _properties(node, schema).items() if "default" in spec}
+
+
+def _properties(node: dict, schema: dict) -> dict:
+    """A schema node's properties, with those of the definitions it includes by `allOf: [{$ref: ...}]`."""
+    properties = {}
+    for part in node.get("allOf", []):
+        target = schema
+        for key in part["$ref"].removeprefix("#/").split("/"):
+            target = target[key]
+        properties.update(_properties(target, schema))
+    return {**properties, **node.get("properties", {})}

@@ -192,7 +192,7 @@ def build_copy_set(base: str | Path, cache: Path, out: Path, recipe: CopySetReci
                 f"on the single image, caption {info.caption!r}")
             save_png(folder / "source.png", image)
             cfg = FinetuneConfig(method="dreambooth", lr=recipe.finetune_lr, steps_per_image=recipe.finetune_steps,
-                                 seed=recipe.seed)
+                                 batch_size=1, seed=recipe.seed, augment="none")
             with tempfile.TemporaryDirectory() as tmp:
                 finetune(backbone, image[None], info.caption, cfg, Path(tmp), progress=False)
                 finetuned = backbone.load_dreambooth_unet(tmp)
