@@ -7,9 +7,9 @@ code, a greedy partition of the graph: take a largest clique, remove its vertice
 vertex is left; singletons count.
 
 What K = N0 means in practice: singletons count, so N images fit in N0 cliques only when the
-graph is dense. With N = 50 N0, the chosen phi sits where one clique holds most images (80-90 %
-of them on the synthetic benchmark data) and the other N0 - 1 are small. That is the paper's rule,
-kept as is; ``benchmarks/bench_clustering.py`` measures what it costs in AS.
+graph is dense. With N = 50 N0, the chosen phi sits where one clique holds most images and the other
+N0 - 1 are small. That is the paper's rule, kept as is; ``benchmarks/bench_clustering.py`` measures what
+it costs in AS (docs/benchmarks.md, section 2).
 
 Where and why this module differs from the authors' code (see
 ``docs/reference-implementation.md``; ``benchmarks/authors_clustering.py`` is a
@@ -21,8 +21,7 @@ faithful re-implementation kept for comparison):
   Among the thresholds with exactly N0 cliques (usually an interval) ``pick="highest"`` (default)
   takes the highest, where cliques are tightest; ``pick="lowest"`` takes the lowest, the literal
   "raise phi until N0". On well-separated clusters the lowest merges unrelated images into cliques
-  while the highest recovers the clusters (see the tests); on the synthetic benchmark data the two
-  differ by ~0.005 in phi.
+  while the highest recovers the clusters (see the tests).
 * **How phi is found.** K is not monotone in phi (a greedy partition can gain or lose cliques when
   one edge goes), so plain bisection can land on a side bump. We scan phi in 0.01 steps from the
   top (from the bottom for "lowest"), like the authors' stepping, and bisect over the sorted
@@ -32,15 +31,14 @@ faithful re-implementation kept for comparison):
   K > N0 for *any* clique partition and stays valid at every higher phi, so the high end is
   settled by bisection on it; and the scan and bisection use greedy cliques, with the exact count
   (below) only confirming the final pair of thresholds, galloping outwards where the two disagree.
-* **Exactly N0 clusters.** The authors keep every clique at their phi (demo runs kept 12 to 99
-  images for N0 = 10, which inflates AS). When K jumps past N0 (no phi has exactly N0), we take the
+* **Exactly N0 clusters.** The authors keep every clique at their phi, so their runs keep more than N0
+  images, which inflates AS (docs/reference-implementation.md). When K jumps past N0 (no phi has exactly N0), we take the
   phi just past the jump and keep its N0 largest cliques; ties go to the higher mean internal
   similarity, then to the smallest image index.
 * **A floor under phi** (``min_threshold``; the workflow's ``clustering.min_threshold``, default
   0.6 = the paper's lower success threshold tau). With singletons counted, N images fit in N0
-  cliques only when the graph is dense, so as N grows the paper's phi falls (0.65 at N = 20 N0 to
-  0.37 at 500 N0 on our default run) and one clique swallows 80 % of the images; more samples then
-  extract *less*. With the floor, phi is the paper's phi when that is above the floor, else the
+  cliques only when the graph is dense, so as N grows the paper's phi falls and one clique swallows
+  most of the images; more samples then extract *less* (docs/benchmarks.md, section 2). With the floor, phi is the paper's phi when that is above the floor, else the
   floor, keeping the N0 largest cliques there: a clique never joins images less alike than a
   copy at tau. ``benchmarks/threshold_choice.py`` and the N sweep measure both rules.
 * **Largest clique.** The authors enumerate *all* maximal cliques (``nx.find_cliques``) at every
@@ -51,7 +49,7 @@ faithful re-implementation kept for comparison):
   found in that order (ties: smallest index), not to networkx's enumeration order.
 * **Per-threshold cap.** The authors give each threshold 30 s of wall clock in a subprocess and skip
   the threshold on timeout. We cap the branch and bound by a deterministic *work* budget
-  (``work_cap``, bitset words touched while colouring, ~1-3 CPU s) and by ``time_cap_s`` of CPU time
+  (``work_cap``, bitset words touched while colouring) and by ``time_cap_s`` of CPU time
   (not wall clock, so a busy machine does not change the answer) as a safety net. When a cap is hit,
   the rest of that threshold's partition uses the best clique found so far (at least the greedy
   one) and the trials table says so (``exact`` False; ``timed_out`` for the CPU-time cap, the only
@@ -71,8 +69,8 @@ import pandas as pd
 
 from finextract.attack.clique_search import ThresholdSearch, choose_threshold, clock
 
-#: Work budget per threshold, in bitset words touched while colouring (~1.5 CPU s at N = 2000 on
-#: the 2-core reference machine; N = 500 partitions need < 2 % of it). Deterministic, unlike a clock.
+#: Work budget per threshold, in bitset words touched while colouring (benchmarks/bench_clustering.py times
+#: it). Deterministic, unlike a clock.
 DEFAULT_WORK_CAP = 60_000_000
 
 _BLOCK = 512  # rows per block when touching an N x N matrix and its transpose
