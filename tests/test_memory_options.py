@@ -149,7 +149,7 @@ def test_unknown_mode_and_non_dreambooth_pairs(tmp_path):
 
 
 def test_sample_stage_with_a_memory_option_writes_the_same_images(tmp_path):
-    """The ``finextract sample --memory`` path (stages.run_sample) on a saved SD-shaped pipeline + DreamBooth UNet."""
+    """The ``finextract sample --memory`` path (workflow.attack_steps.run_sample) on a saved SD-shaped pipeline + DreamBooth UNet."""
     from PIL import Image
 
     from finextract.workflow.attack_steps import run_sample

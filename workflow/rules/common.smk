@@ -167,8 +167,8 @@ def sample_command(
     """The `finextract sample` command of every sampling rule, its options written once.
 
     Each rule says only where its values come from (a wildcard, a param, a constant) and appends its log
-    redirection. The other values are params every sampling rule has: load, caption, steps, scheduler,
-    batch_size.
+    redirection. The other values are params that every sampling rule has (load, caption, steps, scheduler,
+    batch_size).
     """
     return (
         f"$FINEXTRACT sample {{params.load}} {finetuned}--ft-method {ft} {{params.caption}} "
