@@ -84,8 +84,7 @@ rule audit_embed_control:
     params:
         sscd=sscd_args(),
     shell:
-        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
-        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
+        embed_command() + " 2>&1 | tee {log:q}"
 
 
 rule audit_embed_candidates:
@@ -106,8 +105,7 @@ rule audit_embed_candidates:
         folder=lambda wc: shlex.quote(audit_spec(wc)["candidates"]),
         base=lambda wc: shlex.quote(TARGETS[audit_set(wc)].base),
     shell:
-        "$FINEXTRACT embed --candidates {params.folder} --base {params.base} {params.sscd} "
-        "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
+        embed_command("--candidates {params.folder} --base {params.base}") + " 2>&1 | tee {log:q}"
 
 
 rule audit_score:

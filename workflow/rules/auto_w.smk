@@ -50,10 +50,13 @@ rule auto_w_score:
         time_cap=config["clustering"]["time_cap_s"],
         min_threshold=min_threshold_arg(),
     shell:
-        "($FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} --out {output.embeddings:q} "
-        "--order {output.order:q} && $FINEXTRACT separation --embeddings {output.embeddings:q} --n0 {params.n0} "
-        "--w {wildcards.w} --time-cap {params.time_cap} --min-threshold {params.min_threshold} "
-        "--out {output.score:q}) > {log:q} 2>&1"
+        subshell(
+            embed_command(),
+            "$FINEXTRACT separation --embeddings {output.embeddings:q} --n0 {params.n0} "
+            "--w {wildcards.w} --time-cap {params.time_cap} --min-threshold {params.min_threshold} "
+            "--out {output.score:q}",
+        )
+        + " > {log:q} 2>&1"
 
 
 rule auto_w_choice:

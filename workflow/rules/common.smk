@@ -178,6 +178,20 @@ def sample_command(
     )
 
 
+def embed_command(source="--images {input:q}"):
+    """The `finextract embed` command of every rule that embeds (generated images, a private set, audit
+    candidates): what to embed, then the SSCD options and the two outputs every one of them writes."""
+    return (
+        f"$FINEXTRACT embed {source} {{params.sscd}} --threads {{threads}} "
+        "--out {output.embeddings:q} --order {output.order:q}"
+    )
+
+
+def subshell(*commands):
+    """Commands run one after the other, stopping at the first that fails, as one job with one log."""
+    return "(" + " && ".join(commands) + ")"
+
+
 def sampled_finetuned_arg(wildcards, input):
     """θ' for a sampling job, and how DreamBooth holds θ beside it (`sampling.memory`).
 

@@ -18,8 +18,7 @@ rule embed_generated:
     params:
         sscd=sscd_args(),
     shell:
-        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
-        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
+        embed_command() + " 2>&1 | tee {log:q}"
 
 
 rule embed_private:
@@ -41,5 +40,4 @@ rule embed_private:
         images=images_digest,
         base=lambda wc: shlex.quote(target(wc).base),
     shell:
-        "$FINEXTRACT embed --private-set {params.folder:q} --base {params.base} {params.sscd} "
-        "--threads {threads} --out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
+        embed_command("--private-set {params.folder:q} --base {params.base}") + " 2>&1 | tee {log:q}"

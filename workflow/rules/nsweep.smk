@@ -20,8 +20,7 @@ rule embed_sweep:
     params:
         sscd=sscd_args(),
     shell:
-        "$FINEXTRACT embed --images {input:q} {params.sscd} --threads {threads} "
-        "--out {output.embeddings:q} --order {output.order:q} 2>&1 | tee {log:q}"
+        embed_command() + " 2>&1 | tee {log:q}"
 
 
 rule sweep_point:

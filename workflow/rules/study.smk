@@ -115,13 +115,15 @@ rule study_point:
         base=lambda wc: shlex.quote(target(wc).base),
         l2_delta=config["metrics"]["l2_delta"],
     shell:
-        "($FINEXTRACT embed --images {input.samples:q} {params.sscd} --threads {threads} "
-        "--out {output.embeddings:q} --order {output.order:q} && "
-        "$FINEXTRACT study-point --generated {output.embeddings:q} --order {output.order:q} --private {input.private:q} "
-        "--set {wildcards.set} --ft {wildcards.ft} {params.cell} --variant {params.variant} "
-        "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --taus {params.taus} "
-        "--private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
-        "--out {output.point:q}) > {log:q} 2>&1"
+        subshell(
+            embed_command("--images {input.samples:q}"),
+            "$FINEXTRACT study-point --generated {output.embeddings:q} --order {output.order:q} --private {input.private:q} "
+            "--set {wildcards.set} --ft {wildcards.ft} {params.cell} --variant {params.variant} "
+            "--time-cap {params.time_cap} --min-threshold {params.min_threshold} --taus {params.taus} "
+            "--private-set {params.folder:q} --base {params.base} --l2-delta {params.l2_delta} "
+            "--out {output.point:q}",
+        )
+        + " > {log:q} 2>&1"
 
 
 rule study:
