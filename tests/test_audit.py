@@ -185,6 +185,15 @@ def test_the_membership_command_rejects_bad_input_before_loading_a_model(tmp_pat
         run = subprocess.run(common + extra, capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and re.search(message, run.stderr), run.stderr[-2000:]
         assert "Loading" not in run.stderr and not (tmp_path / "out").exists()
+    # the caption: one of --caption and --caption-file, and a file that is not there is named
+    missing = tmp_path / "extracted" / "caption.txt"
+    without_caption = [word for word in common if not word.startswith("--caption=")]
+    for caption, message in ((["--caption=a drake burner", "--caption-file", str(missing)], "not both"),
+                             (["--caption-file", str(missing)], re.escape(str(missing)))):
+        run = subprocess.run(without_caption + caption + ["--timesteps", "4", "--draws", "2"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode != 0 and re.search(message, run.stderr), run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
 
 
 def test_membership_columns_join_the_extraction_table_and_rank_it():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finextract.workflow.commands.options import (_add_finetuned_options, _add_load_options, _finetuned_options,
-                                                  _load_options)
+from finextract.workflow.commands.options import (_add_finetuned_options, _add_load_options, _caption_from,
+                                                  _finetuned_options, _load_options)
 
 # finextract.audit.membership.score.PAIRED_VARIANTS, spelled here so building the parser imports no torch
 # (tests/test_membership.py checks the two agree)
@@ -68,9 +68,7 @@ def _membership(args: argparse.Namespace) -> None:
     from finextract.audit.membership.run import membership_inputs, run_membership
     from finextract.audit.membership.score import LossGrid
 
-    caption = args.caption
-    if args.caption_file:
-        caption = Path(args.caption_file).read_text().strip()
+    caption = _caption_from(args)  # one of the two; a missing or empty file is named
     if not caption:
         raise SystemExit("finextract membership: give the fine-tuning caption (--caption=TEXT or --caption-file)")
     try:  # bad input fails here, before any model is loaded
