@@ -25,7 +25,7 @@ import pandas as pd
 from finextract.private_set import IMAGE_SUFFIXES, load_image
 from finextract.attack.metrics import best_match, pixel_l2_pairs
 from finextract.audit.pvalues import benjamini_hochberg, bonferroni_min, empirical_p
-from finextract.audit.roc import roc_auc, tpr_at_fpr
+from finextract.audit.roc import roc_auc
 
 LABELS_FILE = "labels.csv"
 NOT_PROOF = ("A high p-value is not proof of non-use: the suspect may have seen a candidate and not "
