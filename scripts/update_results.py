@@ -10,6 +10,8 @@ run, the hand-written reading of it) is kept:
 - ``table1`` in docs/results.md: ``<results>/summary/table1.md`` (after `snakemake --cores 2`);
 - ``regime`` in docs/results.md: ``<results>/study/summary/regime.csv`` (after `snakemake study`);
 - ``study`` in docs/guidance-study.md: ``<results>/study/summary/study.md``;
+- ``noise`` in docs/results.md: ``<results>/seed-noise/seed_noise.md`` (after ``scripts/seed_runs.py`` and
+  ``finextract seed-noise``);
 - ``audit`` in docs/results.md and docs/audit.md: ``<results>/audit/summary.csv`` (after `snakemake audit`).
 
 It also copies the run's figures to ``docs/img/`` (the default run's grid is the README's picture).
@@ -44,6 +46,14 @@ def table1(results: Path) -> tuple[str, str] | None:
     if not path.exists():
         return None
     return "summary/table1.md", re.sub(r"^### ", "#### ", path.read_text().strip(), flags=re.MULTILINE)
+
+
+def noise(results: Path) -> tuple[str, str] | None:
+    """Table 1's seed-to-seed noise and which differences exceed it."""
+    path = results / "seed-noise" / "seed_noise.md"
+    if not path.exists():
+        return None
+    return "seed-noise/seed_noise.md", path.read_text().strip()
 
 
 def regime(results: Path) -> tuple[str, str] | None:
@@ -84,7 +94,8 @@ class Block:
     render: Callable[[Path], tuple[str, str] | None]  # results -> (source, markdown), None when not run
 
 
-BLOCKS = [Block(DOCS / "results.md", "table1", table1), Block(DOCS / "results.md", "regime", regime),
+BLOCKS = [Block(DOCS / "results.md", "table1", table1), Block(DOCS / "results.md", "noise", noise),
+          Block(DOCS / "results.md", "regime", regime),
           Block(DOCS / "results.md", "audit", audit), Block(DOCS / "audit.md", "audit", audit),
           Block(DOCS / "guidance-study.md", "study", study)]
 

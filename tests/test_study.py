@@ -202,6 +202,13 @@ def test_study_on_the_smoke_config_then_one_changed_w_reruns_only_its_jobs(tmp_p
     assert len(regret) == 4 and (regret["regret"] >= 0).all() and set(regret["auto_w"]) <= {2.0, 3.0}
     assert planned_jobs(config, "study") == {}
 
+    # The default-recipe rule on its own reads the same direct points and controls: one job, the same table.
+    assert planned_jobs(config, "default_recipe") == {"default_recipe": 1}
+    snakemake("default_recipe", "--configfile", str(config))
+    alone = tmp_path / "results" / "study" / "default_recipe"
+    pd.testing.assert_frame_equal(pd.read_csv(alone / "default_rule.csv"), pd.read_csv(summary / "default_rule.csv"))
+    assert "Control AS per set: wesnoth-drake" in (alone / "default_rule.md").read_text()
+
     # One w' changed (3 -> 4): its samples and scores for 2 seeds x 2 rungs, and the summary; nothing else.
     variants = [dict(v) for v in SMOKE_VARIANTS]
     variants[2]["w"] = [2.0, 4.0]

@@ -200,3 +200,29 @@ def write_study_summary(points: list[str], controls: list[str], study: dict, out
     with atomic_path(out_dir / "study.md") as tmp:
         tmp.write_text("\n".join(text))
     print("\n".join(text[:8]), flush=True)
+
+
+def write_default_recipe(points: list[str], controls: list[str], rule: dict, out_dir: Path) -> pd.DataFrame:
+    """The default-recipe rule on its own (`snakemake default_recipe`): direct sampling and the control only."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = tidy(points)
+    if set(table["method"]) != {"direct"}:
+        raise ValueError(f"the default-recipe rule reads direct sampling only; got {sorted(set(table['method']))}")
+    control = pd.concat([pd.read_csv(p) for p in controls], ignore_index=True)
+    default = default_strength(table, control, rule["max_direct_esr"], rule["min_gain_over_control"])
+    save_csv(out_dir / "default_rule.csv", default)
+    chosen = default[default["chosen"]]
+    verdicts = [f"- {ft}: " + (f"{int(chosen[chosen['ft'] == ft]['steps_per_image'].iloc[0])} steps per image"
+                               if ft in set(chosen["ft"]) else "no rung qualifies; the default stays where it is")
+                for ft in sorted(default["ft"].unique())]
+    seeds = sorted(int(s) for s in table["seed"].unique())
+    text = ["# The default-recipe rule", "",
+            f"Direct A-ESR@0.6 (mean over sets and fine-tuning seeds {seeds}) <= {rule['max_direct_esr']:g} and "
+            f"direct AS - control AS >= {rule['min_gain_over_control']:g} on every set; the strongest qualifying "
+            "rung is chosen.", "",
+            "Control AS per set: " + ", ".join(f"{r.set} {r.AS:.3f}" for r in control.itertuples()), "",
+            _markdown(default), "", *verdicts, ""]
+    with atomic_path(out_dir / "default_rule.md") as tmp:
+        Path(tmp).write_text("\n".join(text))
+    return default

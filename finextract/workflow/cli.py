@@ -12,13 +12,14 @@ from finextract.workflow.commands import attack, audit, experiments, world
 # Every subcommand, in the order `finextract --help` lists them; each module holds a command's options
 # (add_<command>) beside its handler (_<command>).
 SUBCOMMANDS = (
-    world.add_corpus, world.add_private_sets, world.add_pretrain, world.add_world_criteria, attack.add_finetune,
-    attack.add_sample, attack.add_embed, audit.add_audit, audit.add_membership, audit.add_audit_summary,
-    experiments.add_extract_caption, experiments.add_captions_summary, experiments.add_defence_quality,
-    experiments.add_defences_summary, attack.add_cluster, attack.add_score, attack.add_similarity, attack.add_summary,
-    attack.add_grid, experiments.add_sweep_point, experiments.add_separation, experiments.add_choose_w,
-    experiments.add_study_point, experiments.add_study_summary, experiments.add_sweep_summary,
-    experiments.add_n0_summary,
+    world.add_corpus, world.add_private_sets, world.add_pretrain, world.add_world_criteria, world.add_choose_base,
+    attack.add_finetune, attack.add_sample, attack.add_embed, audit.add_audit, audit.add_membership,
+    audit.add_audit_summary, experiments.add_extract_caption, experiments.add_captions_summary,
+    experiments.add_defence_quality, experiments.add_defences_summary, attack.add_cluster, attack.add_score,
+    attack.add_similarity, attack.add_summary, attack.add_grid, experiments.add_sweep_point,
+    experiments.add_separation, experiments.add_choose_w, experiments.add_study_point,
+    experiments.add_study_summary, experiments.add_default_recipe,
+    experiments.add_seed_noise, experiments.add_sweep_summary, experiments.add_n0_summary,
 )
 
 

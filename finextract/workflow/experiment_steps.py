@@ -100,6 +100,13 @@ def run_study_summary(points: list[str], controls: list[str], study: dict, out_d
     write_study_summary(points, controls, study, out_dir)
 
 
+def run_default_recipe(points: list[str], controls: list[str], rule: dict, out_dir: Path) -> None:
+    from finextract.experiments.study_report import write_default_recipe
+
+    chosen = write_default_recipe(points, controls, rule, out_dir)
+    print(chosen.to_string(index=False), flush=True)
+
+
 # --- audit --------------------------------------------------------------------------------
 def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
               generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,

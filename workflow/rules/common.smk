@@ -298,6 +298,17 @@ def study_points():
     ]
 
 
+def default_recipe_points():
+    """The default-recipe rule's inputs: direct sampling at every rung, for the rule's own seeds."""
+    return [
+        f"{STUDY_ROOT}/points/{s}/{ft}/seed{seed}/spi{spi}/direct.csv"
+        for s in STUDY_SETS
+        for ft in STUDY["ft"]
+        for seed in STUDY["default_rule"]["seeds"]
+        for spi in sorted(STUDY["steps_per_image"])
+    ]
+
+
 def study_hyper(ft, seed):
     hyper = {
         **without_default_augment(config["finetune"][ft]),

@@ -2,6 +2,8 @@
 # snapshots of one constant-lr run per (set, method, seed); every variant (method, w', k, interval)
 # of every rung is one sampling job and one scoring job, so changing one w' reruns only its own jobs.
 # Its files live under results/study/; the default run's files are never touched.
+# `snakemake default_recipe` runs only what the default-recipe rule reads (direct sampling at every rung for the
+# rule's seeds, and the controls) and applies it.
 
 
 rule study_finetune:
@@ -140,3 +142,21 @@ rule study:
     shell:
         "$FINEXTRACT study-summary --points {input.points:q} --controls {input.controls:q} "
         "--study {params.study:q} --out-dir {output:q} 2>&1 | tee {log:q}"
+
+
+rule default_recipe:
+    input:
+        points=default_recipe_points(),
+        controls=[f"{STUDY_ROOT}/points/{s}/none/control.csv" for s in STUDY_SETS],
+    output:
+        table=f"{STUDY_ROOT}/default_recipe/default_rule.csv",
+        text=f"{STUDY_ROOT}/default_recipe/default_rule.md",
+    log:
+        f"{RESULTS}/logs/study/default_recipe.log",
+    localrule: True
+    params:
+        rule=json.dumps(STUDY["default_rule"], sort_keys=True),
+        out=lambda wildcards, output: os.path.dirname(output.table),
+    shell:
+        "$FINEXTRACT default-recipe --points {input.points:q} --controls {input.controls:q} "
+        "--rule {params.rule:q} --out-dir {params.out:q} 2>&1 | tee {log:q}"

@@ -137,6 +137,43 @@ def _study_summary(args: argparse.Namespace) -> None:
     run_study_summary(args.points, args.controls, json.loads(args.study), Path(args.out_dir))
 
 
+def add_default_recipe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("default-recipe", help="the default-recipe rule from the study's direct points and controls")
+    p.add_argument("--points", nargs="+", required=True, help="direct-sampling study points (seed<S>/spi<N>/direct.csv)")
+    p.add_argument("--controls", nargs="+", required=True)
+    p.add_argument("--rule", required=True, help="the study.default_rule config section as JSON")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_default_recipe)
+
+
+def _default_recipe(args: argparse.Namespace) -> None:
+    import json
+
+    from finextract.workflow.experiment_steps import run_default_recipe
+
+    run_default_recipe(args.points, args.controls, json.loads(args.rule), Path(args.out_dir))
+
+
+def add_seed_noise(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("seed-noise", help="Table 1's seed-to-seed spread over runs that differ only in their seeds "
+                                          "(scripts/seed_runs.py makes them)")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="results folders of the default target; the first is the run Table 1 shows")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_seed_noise)
+
+
+def _seed_noise(args: argparse.Namespace) -> None:
+    from finextract.reporting.seed_noise import write_seed_noise
+
+    try:
+        summary = write_seed_noise(args.runs, Path(args.out_dir))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"seed-noise: {error}") from None
+    print((Path(args.out_dir) / "seed_noise.md").read_text(), flush=True)
+    print(f"pooled SD {summary['pooled_sd']:.3f}", flush=True)
+
+
 def add_extract_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-caption", help="the training caption from the weights of theta and theta' (App. A)")
     _add_load_options(p)

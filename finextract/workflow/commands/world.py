@@ -105,3 +105,48 @@ def _world_criteria(args: argparse.Namespace) -> None:
     table = measure_world(Path(args.model), Path(args.corpus), Path(args.out), steps=args.steps, threads=args.threads,
                           full=not args.probe)
     print(table.to_string(index=False))
+
+
+def add_choose_base(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("choose-base", help="apply the shipping rule to measured pretraining checkpoints "
+                                           "(docs/tiny-world.md, section 2)")
+    p.add_argument("--measurements", nargs="+", required=True,
+                   help="world-criteria output folders of ckpt-<step> models (each with summary.json)")
+    p.add_argument("--w4", nargs="*", default=[], metavar="STEP=yes|no",
+                   help="W4 verdicts measured so far, by checkpoint step")
+    p.add_argument("--out", default=None, help="also write the choice and every checkpoint's figures as JSON")
+    p.set_defaults(func=_choose_base)
+
+
+def _parse_w4(items: list[str]) -> dict[int, bool]:
+    verdicts = {}
+    for item in items:
+        step, _, verdict = item.partition("=")
+        if not step.isdigit() or verdict not in ("yes", "no"):
+            raise SystemExit(f"choose-base: --w4 takes STEP=yes or STEP=no, got {item!r}")
+        verdicts[int(step)] = verdict == "yes"
+    return verdicts
+
+
+def _choose_base(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from finextract.io import save_json
+    from finextract.world.shipping import choose_checkpoint, read_figures
+
+    measured = []
+    for folder in args.measurements:
+        summary = Path(folder) / "summary.json"
+        if not summary.exists():
+            raise SystemExit(f"choose-base: {summary} not found (run `finextract world-criteria` on the checkpoint)")
+        try:
+            measured.append(read_figures(summary))
+        except ValueError as error:
+            raise SystemExit(f"choose-base: {error}") from None
+    choice = choose_checkpoint(measured, _parse_w4(args.w4))
+    for figures in sorted(measured, key=lambda f: f.step):
+        ratios = "  ".join(f"{name} {ratio:.2f}" for name, ratio in figures.fd_ratios.items())
+        print(f"step {figures.step:>6}: {ratios}  W1-W3 {'pass' if figures.passes_w1_to_w3 else 'fail'}")
+    print(f"chosen: step {choice.step} ({choice.branch}; worst FD ratio {choice.worst_fd_ratio:.2f})")
+    if args.out:
+        save_json(Path(args.out), {"choice": asdict(choice), "measured": [asdict(f) for f in measured]})

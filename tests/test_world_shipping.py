@@ -1,0 +1,78 @@
+"""The shipping rule of docs/tiny-world.md on toy measurements, and the command that applies it."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from finextract.world.shipping import (BEST_WITHIN_BUDGET, MEASURE_W4, SHIP, CheckpointFigures, choose_checkpoint,
+                                       read_figures)
+
+
+def figures(step, ratios, rows_pass=None, cfg_helps=True):
+    names = ("W1 unconditional", "W2 unseen vendor", "W2 held-out concepts")
+    rows_pass = all(r <= 2 for r in ratios) if rows_pass is None else rows_pass
+    return CheckpointFigures(step, dict(zip(names, ratios)), rows_pass, cfg_helps)
+
+
+def test_none_passing_ships_the_smallest_worst_ratio_not_the_smallest_mean():
+    measured = [figures(10_000, (2.26, 2.80, 2.46)),
+                figures(18_000, (2.11, 2.94, 2.25)),   # smallest mean, worse worst ratio
+                figures(14_000, (2.17, 2.82, 2.40))]
+    choice = choose_checkpoint(measured)
+    assert (choice.step, choice.branch, choice.worst_fd_ratio) == (10_000, BEST_WITHIN_BUDGET, 2.80)
+
+
+def test_ties_go_to_the_earlier_step():
+    assert choose_checkpoint([figures(4, (2.5, 2.5, 2.5)), figures(2, (2.1, 2.5, 2.2))]).step == 2
+
+
+def test_the_first_checkpoint_passing_w1_to_w3_is_measured_for_w4_then_ships_or_the_next_is_tried():
+    measured = [figures(6, (1.9, 1.8, 1.7)), figures(2, (2.5, 2.6, 2.7)), figures(4, (1.9, 1.95, 1.9)),
+                figures(8, (1.5, 1.5, 1.5), cfg_helps=False)]  # best ratios, but CFG does not help
+    first = choose_checkpoint(measured)
+    assert (first.step, first.branch) == (4, MEASURE_W4)
+    assert choose_checkpoint(measured, {4: True}).branch == SHIP
+    assert (choose_checkpoint(measured, {4: False}).step, choose_checkpoint(measured, {4: False}).branch) == \
+        (6, MEASURE_W4)
+    # neither passes W4: the best worst ratio among all, whatever W3 says
+    last = choose_checkpoint(measured, {4: False, 6: False})
+    assert (last.step, last.branch) == (8, BEST_WITHIN_BUDGET)
+
+
+def test_a_pairwise_failure_keeps_a_checkpoint_out_of_w4_even_with_every_ratio_under_2():
+    choice = choose_checkpoint([figures(2, (1.5, 1.5, 1.5), rows_pass=False), figures(4, (2.2, 2.3, 2.4))])
+    assert (choice.step, choice.branch) == (2, BEST_WITHIN_BUDGET)
+
+
+def write_summary(folder, model, ratios=(2.2, 3.0, 2.3), w3=True, rows=3):
+    names = ("W1 unconditional", "W2 unseen vendor", "W2 held-out concepts")
+    folder.mkdir(parents=True)
+    criteria = [{"name": n, "fd_ratio": r, "passes": r <= 2} for n, r in zip(names, ratios)][:rows]
+    (folder / "summary.json").write_text(json.dumps({"model": model, "criteria": criteria, "W3": {"passes": w3}}))
+    return folder / "summary.json"
+
+
+def test_read_figures_takes_the_step_from_the_checkpoint_folder_and_refuses_other_models(tmp_path):
+    got = read_figures(write_summary(tmp_path / "a", "results/pretrain-broad/ckpt-22000"))
+    assert got.step == 22000 and got.worst_fd_ratio == 3.0 and not got.passes_w1_to_w3
+    with pytest.raises(ValueError, match="not a pretraining checkpoint"):
+        read_figures(write_summary(tmp_path / "b", "resources/base"))
+    with pytest.raises(ValueError, match="full measurement"):
+        read_figures(write_summary(tmp_path / "c", "x/ckpt-2", rows=2))
+
+
+def test_choose_base_command_prints_and_writes_the_choice_and_names_a_missing_measurement(tmp_path):
+    for step, ratios in ((2000, (2.5, 2.6, 2.7)), (4000, (2.1, 2.9, 2.2)), (6000, (2.3, 2.4, 2.3))):
+        write_summary(tmp_path / f"broad-{step}", f"results/pretrain-broad/ckpt-{step}", ratios)
+    out = tmp_path / "choice.json"
+    cmd = [sys.executable, "-m", "finextract", "choose-base", "--out", str(out), "--measurements",
+           *map(str, sorted(tmp_path.glob("broad-*")))]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "chosen: step 6000 (none passes: best within budget; worst FD ratio 2.40)" in run.stdout
+    assert json.loads(out.read_text())["choice"]["step"] == 6000
+    missing = subprocess.run(cmd + [str(tmp_path / "broad-8000")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "broad-8000/summary.json not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = subprocess.run(cmd + ["--w4", "4000=maybe"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "STEP=yes or STEP=no" in bad.stderr
