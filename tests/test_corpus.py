@@ -70,3 +70,16 @@ def test_builds_a_small_corpus_from_the_real_packages(tmp_path):
     assert (images[:, 0, 0] > 240).all()
     assert (images.reshape(12, -1).min(axis=1) < 200).all()
     assert {Path(r["source"]).parts[1] for r in rows} <= {p.key for p in pk.PRETRAINING_PACKAGES}
+
+
+def test_corpus_command_names_a_missing_tool_without_a_traceback(monkeypatch, tmp_path):
+    from finextract.workflow import cli
+    from finextract.world.corpus import build
+
+    def missing(*args, **kwargs):
+        pk.require_tool("no-such-tool-here", "install it with apt-get")
+
+    monkeypatch.setattr(build, "write_broad_corpus", missing)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["corpus", "--broad", "--cache", str(tmp_path), "--out", str(tmp_path / "out"), "--resolution", "32"])
+    assert str(exit_info.value) == "corpus: 'no-such-tool-here' is not installed: install it with apt-get"

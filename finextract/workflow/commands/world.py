@@ -19,14 +19,18 @@ def add_corpus(sub: argparse._SubParsersAction) -> None:
 
 def _corpus(args: argparse.Namespace) -> None:
     from finextract.world.corpus import build, private_sets
+    from finextract.world.corpus.packages import MissingToolError
 
     exclude = set(private_sets.OPENMOJI_STYLE_CODES)
     if args.broad == (args.concepts is not None):
         raise SystemExit("corpus: give either --broad or --concepts N (the narrow corpus), not both or neither")
-    if args.broad:
-        digest = build.write_broad_corpus(Path(args.out), Path(args.cache), args.resolution, exclude)
-    else:
-        digest = build.write_corpus(Path(args.out), Path(args.cache), args.resolution, args.concepts, exclude)
+    try:
+        if args.broad:
+            digest = build.write_broad_corpus(Path(args.out), Path(args.cache), args.resolution, exclude)
+        else:
+            digest = build.write_corpus(Path(args.out), Path(args.cache), args.resolution, args.concepts, exclude)
+    except MissingToolError as error:  # before hours of work: say what to install, no traceback
+        raise SystemExit(f"corpus: {error}") from None
     print(f"corpus written to {args.out} (sha256 {digest})")
 
 
