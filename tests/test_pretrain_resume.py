@@ -72,3 +72,23 @@ def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
     with pytest.raises(ValueError, match="band-basis"):
         pretrain(corpus, tmp_path / "wrong", PretrainConfig(**{**longer.__dict__, "band_basis": False}),
                  log=lambda m: None)
+
+
+def test_exported_history_keeps_the_committed_rows_before_a_run_resumed_from_them(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("export", REPO / "scripts" / "export_pretrain_state.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    header = "step,loss,lr,seconds"
+    committed = tmp_path / "committed.csv"
+    committed.write_text("\n".join([header, "0,0.3,1e-5,1.0", "1,0.2,2e-5,2.0", "2,0.1,3e-5,3.0"]) + "\n")
+    resumed = tmp_path / "resumed.csv"  # resumed from the state at step 2: its own rows only
+    resumed.write_text("\n".join([header, "2,0.15,1e-6,0.5", "3,0.12,2e-6,1.0"]) + "\n")
+    assert export.merge_loss(committed, resumed).splitlines() == [
+        header, "0,0.3,1e-5,1.0", "1,0.2,2e-5,2.0", "2,0.15,1e-6,0.5", "3,0.12,2e-6,1.0"]
+    # a run that kept its whole history (resumed from its own state.pt) is written as it is
+    assert export.merge_loss(committed, committed) == committed.read_text()
+    assert export.merge_loss(tmp_path / "none.csv", resumed) == resumed.read_text()
