@@ -74,6 +74,22 @@ def test_a_portable_state_resumes_from_its_step_with_its_weights(tmp_path):
                  log=lambda m: None)
 
 
+    # the state's EMA as a model folder (a committed step whose run folder is gone): the run's model in bf16
+    import json
+
+    from finextract.attack.load_models import load_base
+    from finextract.world.pretrain import model_from_portable_state
+
+    assert model_from_portable_state(portable, corpus, tmp_path / "from-state") == 2
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    run_model, rebuilt = load_file(tmp_path / "run" / "model" / weights), load_file(tmp_path / "from-state" / weights)
+    assert run_model.keys() == rebuilt.keys()
+    assert all(torch.equal(rebuilt[k], run_model[k].to(torch.bfloat16).float()) for k in run_model)
+    meta = [json.loads((tmp_path / f / "finextract.json").read_text()) for f in ("run/model", "from-state")]
+    assert meta[0] == meta[1] and (tmp_path / "from-state" / "training_step.txt").read_text().strip() == "2"
+    load_base(str(tmp_path / "from-state"))
+
+
 def test_exported_history_keeps_the_committed_rows_before_a_run_resumed_from_them(tmp_path):
     import importlib.util
 

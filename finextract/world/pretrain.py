@@ -247,3 +247,25 @@ def export_model(backbone: TinyPixelBackbone, ema, folder: Path, step: int) -> N
         import shutil
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def model_from_portable_state(state_file: Path, corpus_dir: Path, folder: Path) -> int:
+    """The EMA of a portable state (bf16) as a loadable model folder, for a step whose run folder is gone (a
+    committed state in the repository's history). The band scales come from the corpus, as in the run.
+    Returns the step."""
+    from safetensors import safe_open
+
+    with safe_open(str(state_file), framework="pt") as handle:
+        meta = handle.metadata()
+        ema_weights = {key[len("ema."):]: handle.get_tensor(key).float() for key in handle.keys()
+                       if key.startswith("ema.")}
+    run = json.loads(meta["config"])
+    images = images_to_tensor(np.load(Path(corpus_dir) / "images.npy"))
+    unet = build_unet(resolution=images.shape[-1], block_out_channels=tuple(run["block_out_channels"]),
+                      layers_per_block=run["layers_per_block"])
+    unet.load_state_dict(ema_weights)
+    scales = haar.unit_variance_scales(F.pixel_unshuffle(images, 2)) if run["band_basis"] else None
+    backbone = TinyPixelBackbone(unet, DEFAULT_SCHEDULER, resolution=images.shape[-1], band_scales=scales)
+    step = int(meta["step"])
+    export_model(backbone, unet, Path(folder), step)
+    return step
