@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -58,11 +59,13 @@ def ship(checkpoint: Path, criteria: Path, loss_csv: Path, out: Path) -> dict:
     if missing:
         raise SystemExit(f"ship_base: missing {', '.join(missing)}")
     summary = json.loads((criteria / "summary.json").read_text())
-    if Path(summary["model"]).resolve() != checkpoint.resolve():
-        raise SystemExit(f"ship_base: {criteria} measured {summary['model']}, not {checkpoint}")
+    step = int((checkpoint / "training_step.txt").read_text())
+    measured = re.search(r"ckpt-(\d+)/?$", str(summary["model"]))
+    if measured is None or int(measured.group(1)) != step:
+        raise SystemExit(f"ship_base: {criteria} measured {summary['model']}, not the step-{step} checkpoint "
+                         f"{checkpoint}")
     load_base(str(checkpoint))  # refuses a model the workflow could not use, before anything is replaced
     loss = pd.read_csv(loss_csv)
-    step = int((checkpoint / "training_step.txt").read_text())
     loss = loss[loss["step"] < step]
 
     staging = out.with_name(out.name + ".staging")

@@ -76,3 +76,45 @@ def test_choose_base_command_prints_and_writes_the_choice_and_names_a_missing_me
     assert "Traceback" not in missing.stderr
     bad = subprocess.run(cmd + ["--w4", "4000=maybe"], capture_output=True, text=True)
     assert bad.returncode != 0 and "STEP=yes or STEP=no" in bad.stderr
+
+
+def test_ship_base_copies_model_criteria_and_history_and_keeps_the_card(tmp_path):
+    import importlib.util
+
+    from conftest import REPO, make_tiny_backbone
+    from finextract.attack.load_models import load_base
+
+    spec = importlib.util.spec_from_file_location("ship_base", REPO / "scripts" / "ship_base.py")
+    ship_base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_base)
+
+    checkpoint = tmp_path / "run" / "ckpt-4"
+    make_tiny_backbone().save(checkpoint)
+    (checkpoint / "training_step.txt").write_text("4\n")
+    criteria = tmp_path / "criteria"
+    write_summary(criteria, "somewhere/else/ckpt-4")
+    for name in ("criteria.csv", "w3.csv", "W1-unconditional.png"):
+        (criteria / name).write_text("x")
+    loss = tmp_path / "loss.csv"  # two segments (seconds restart at the resume), and rows past the checkpoint
+    loss.write_text("step,loss,lr,seconds\n0,0.3,1e-4,10.0\n1,0.2,1e-4,20.0\n2,0.2,1e-4,5.0\n3,0.1,1e-4,15.0\n"
+                    "4,0.1,1e-4,25.0\n")
+    out = tmp_path / "base"
+    out.mkdir()
+    (out / "MODEL_CARD.md").write_text("hand-written\n")
+    (out / "stale.txt").write_text("from the previous base")
+
+    history = ship_base.ship(checkpoint, criteria, loss, out)
+    assert history["step"] == 4 and history["segments"] == 2 and history["hours"] == pytest.approx(35 / 3600)
+    assert (out / "MODEL_CARD.md").read_text() == "hand-written\n" and not (out / "stale.txt").exists()
+    assert sorted(p.name for p in (out / "criteria").iterdir()) == ["W1-unconditional.png", "criteria.csv",
+                                                                   "summary.json", "w3.csv"]
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and (out / "training_step.txt").read_text() == "4\n"
+    load_base(str(out))
+    assert not list(tmp_path.glob("base.*"))  # no staging or old folder left behind
+
+    other = tmp_path / "criteria-of-another-step"
+    write_summary(other, "run/ckpt-6")
+    for name in ("criteria.csv", "w3.csv"):
+        (other / name).write_text("x")
+    with pytest.raises(SystemExit, match="not the step-4 checkpoint"):
+        ship_base.ship(checkpoint, other, loss, out)
