@@ -118,3 +118,21 @@ def test_ship_base_copies_model_criteria_and_history_and_keeps_the_card(tmp_path
         (other / name).write_text("x")
     with pytest.raises(SystemExit, match="not the step-4 checkpoint"):
         ship_base.ship(checkpoint, other, loss, out)
+
+
+def test_choose_base_prints_the_figures_as_a_markdown_table(tmp_path):
+    import json as json_
+
+    for step, ratios in ((2000, (2.5, 3.0, 2.7)), (4000, (2.1, 3.1, 2.2))):
+        path = write_summary(tmp_path / f"broad-{step}", f"run/ckpt-{step}", ratios)
+        summary = json_.loads(path.read_text())
+        for row in summary["criteria"]:
+            row.update(pairwise=0.08, copy_share=0.25)
+        summary["W3"].update(similarity_w1=0.1, similarity_cfg3=0.2)
+        path.write_text(json_.dumps(summary))
+    run = subprocess.run([sys.executable, "-m", "finextract", "choose-base", "--markdown", "--measurements",
+                          str(tmp_path / "broad-4000"), str(tmp_path / "broad-2000")],
+                         capture_output=True, text=True, check=True)
+    table = [line for line in run.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and "2,000" in table[2] and "4,000" in table[3]  # in step order
+    assert "3.10" in table[3] and "25.0 %" in table[3] and "0.100 → 0.200" in table[3]

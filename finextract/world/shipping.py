@@ -68,3 +68,17 @@ def choose_checkpoint(measured: list[CheckpointFigures], w4: dict[int, bool] | N
             return Choice(figures.step, SHIP, figures.worst_fd_ratio)
     best = min(measured, key=lambda f: (f.worst_fd_ratio, f.step))
     return Choice(best.step, BEST_WITHIN_BUDGET, best.worst_fd_ratio)
+
+
+def criteria_row(summary_json: Path) -> dict:
+    """One checkpoint's figures as a row of docs/tiny-world.md's tables."""
+    summary = json.loads(Path(summary_json).read_text())
+    step = read_figures(summary_json).step
+    rows = {r["name"]: r for r in summary["criteria"]}
+    w1, w2b, w2a = rows["W1 unconditional"], rows["W2 unseen vendor"], rows["W2 held-out concepts"]
+    w3 = summary["W3"]
+    return {"step": f"{step:,}", "W1 FD / floor": f"{w1['fd_ratio']:.2f}", "W1 pairwise": f"{w1['pairwise']:.3f}",
+            "W1 near-copies": f"{100 * w1['copy_share']:.1f} %", "W2(b) FD / floor": f"{w2b['fd_ratio']:.2f}",
+            "W2(b) pairwise": f"{w2b['pairwise']:.3f}", "W2(a) FD / floor": f"{w2a['fd_ratio']:.2f}",
+            "W2(a) near-copies": f"{100 * w2a['copy_share']:.1f} %",
+            "W3 similarity w' = 1 → CFG 3": f"{w3['similarity_w1']:.3f} → {w3['similarity_cfg3']:.3f}"}

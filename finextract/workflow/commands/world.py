@@ -119,6 +119,7 @@ def add_choose_base(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--w4", nargs="*", default=[], metavar="STEP=yes|no",
                    help="W4 verdicts measured so far, by checkpoint step")
     p.add_argument("--out", default=None, help="also write the choice and every checkpoint's figures as JSON")
+    p.add_argument("--markdown", action="store_true", help="also print every checkpoint's figures as a table")
     p.set_defaults(func=_choose_base)
 
 
@@ -154,3 +155,11 @@ def _choose_base(args: argparse.Namespace) -> None:
     print(f"chosen: step {choice.step} ({choice.branch}; worst FD ratio {choice.worst_fd_ratio:.2f})")
     if args.out:
         save_json(Path(args.out), {"choice": asdict(choice), "measured": [asdict(f) for f in measured]})
+    if args.markdown:
+        import pandas as pd
+
+        from finextract.world.shipping import criteria_row
+
+        steps = {f.step: Path(folder) / "summary.json" for f, folder in zip(measured, args.measurements)}
+        rows = pd.DataFrame([criteria_row(steps[s]) for s in sorted(steps)])
+        print(rows.to_markdown(index=False, stralign="right", disable_numparse=True))
