@@ -46,8 +46,9 @@ def main() -> None:
         configfile = results / "config.yaml"
         configfile.write_text(yaml.safe_dump(seed_config(config, seed, results), sort_keys=False))
         print(f"seed run {seed}: {results}", flush=True)
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile",
-                        str(configfile), "all"], cwd=REPO, check=True)
+        # the target first: --configfile takes every word after it
+        subprocess.run([sys.executable, "-m", "snakemake", "all", "--cores", str(args.cores), "--configfile",
+                        str(configfile)], cwd=REPO, check=True)
 
 
 if __name__ == "__main__":
