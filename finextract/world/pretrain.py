@@ -113,8 +113,10 @@ def write_portable_state(state_file: Path, out_file: Path) -> int:
     state = torch.load(state_file, weights_only=True)
     tensors = {f"unet.{k}": v.float().contiguous() for k, v in state["unet"].items()}
     tensors.update({f"ema.{k}": v.to(torch.bfloat16).contiguous() for k, v in state["ema"].items()})
+    config = json.loads(state["config"])
+    config["init_from"] = None  # a path on the machine that ran it: meaningless elsewhere
     with atomic_path(out_file, suffix=".safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"step": str(state["step"]), "config": state["config"]})
+        save_file(tensors, tmp, metadata={"step": str(state["step"]), "config": json.dumps(config)})
     return int(state["step"])
 
 
