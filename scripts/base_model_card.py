@@ -36,21 +36,9 @@ def pick_captions(captions: pd.DataFrame, n: int = 16) -> pd.DataFrame:
 
 
 def loss_plot(loss_csv: Path, out: Path) -> None:
-    import matplotlib
+    from finextract.reporting.loss_curve import plot_loss_curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    loss = pd.read_csv(loss_csv)
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-    ax.plot(loss["step"], loss["loss"], alpha=0.25, lw=0.5, label="per step")
-    ax.plot(loss["step"], loss["loss"].rolling(200, min_periods=1).mean(), lw=1.5, label="mean of 200")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("min-SNR-weighted v loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
+    plot_loss_curve(pd.read_csv(loss_csv), out)
 
 
 def main() -> None:

@@ -33,26 +33,9 @@ def training_cost(loss: pd.DataFrame) -> dict:
             "steps": int(loss["step"].iloc[-1]) + 1}
 
 
-def loss_plot(loss: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-    ax.plot(loss["step"], loss["loss"], alpha=0.25, lw=0.5, label="per step")
-    ax.plot(loss["step"], loss["loss"].rolling(200, min_periods=1).mean(), lw=1.5, label="mean of 200")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("min-SNR-weighted v loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-
-
 def ship(checkpoint: Path, criteria: Path, loss_csv: Path, out: Path) -> dict:
     from finextract.attack.load_models import load_base
+    from finextract.reporting.loss_curve import plot_loss_curve
 
     missing = [name for name in MODEL_FILES if not (checkpoint / name).exists()]
     missing += [str(criteria / name) for name in CRITERIA_FILES if not (criteria / name).exists()]
@@ -80,7 +63,7 @@ def ship(checkpoint: Path, criteria: Path, loss_csv: Path, out: Path) -> dict:
     for name in KEEP:
         if (out / name).exists():
             shutil.copyfile(out / name, staging / name)
-    loss_plot(loss, staging / "loss.png")
+    plot_loss_curve(loss, staging / "loss.png")
     history = {"checkpoint": str(checkpoint), "step": step, **training_cost(loss)}
     (staging / "training_history.json").write_text(json.dumps(history, indent=2) + "\n")
     old = out.with_name(out.name + ".old")
