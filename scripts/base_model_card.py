@@ -1,7 +1,7 @@
 """Figures and numbers for the base model's card: loss curve, a sample grid, caption fidelity.
 
-    .venv/bin/python scripts/base_model_card.py --model resources/base --loss results/pretrain/loss.csv \
-        --corpus results/corpus --out resources/base
+    .venv/bin/python scripts/base_model_card.py --model resources/base --corpus results/corpus-broad \
+        --out resources/base [--loss resources/pretrain-state/loss.csv]
 
 Caption fidelity: for 16 in-corpus captions "X, <style>", the mean SSCD similarity between a sample
 and the real image of X in that style, against the same for mismatched X (chance level).
@@ -23,10 +23,25 @@ from finextract.attack.model_pair import SingleModel
 from finextract.attack.sampling import sample_batch
 
 
+def concept_style_captions(corpus: Path) -> pd.DataFrame:
+    """One row per corpus image: its ``index``, ``concept``, ``style`` and ``{concept}, {style} style`` caption.
+
+    The narrow corpus lists these columns in captions.csv; the broad one keeps image metadata in images.csv and
+    one caption row per template in captions.csv.
+    """
+    captions = pd.read_csv(corpus / "captions.csv")
+    if {"index", "concept", "style"} <= set(captions.columns):
+        return captions
+    images = pd.read_csv(corpus / "images.csv")
+    chosen = captions[captions["template"] == "concept_style"].rename(columns={"image": "index"})
+    return images[["index", "concept", "style"]].merge(chosen[["index", "caption"]], on="index")
+
+
 def pick_captions(captions: pd.DataFrame, n: int = 16) -> pd.DataFrame:
-    """n rows spread over concepts, cycling through the styles."""
-    concepts = captions["concept"].drop_duplicates().tolist()
+    """n rows spread over the concepts drawn in every style, cycling through the styles."""
     styles = sorted(captions["style"].unique())
+    per_concept = captions.groupby("concept", sort=False)["style"].nunique()
+    concepts = per_concept[per_concept == len(styles)].index.tolist()
     picks = np.linspace(0, len(concepts) - 1, n).round().astype(int)
     rows = []
     for i, c in enumerate(picks):
@@ -44,8 +59,8 @@ def loss_plot(loss_csv: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="resources/base")
-    parser.add_argument("--loss", default="results/pretrain/loss.csv")
-    parser.add_argument("--corpus", default="results/corpus")
+    parser.add_argument("--loss", default="", help="draw loss.png from this loss.csv (ship_base.py already does)")
+    parser.add_argument("--corpus", default="results/corpus-broad")
     parser.add_argument("--out", default="resources/base")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--cfg", type=float, default=2.0)
@@ -54,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(2)
     out = Path(args.out)
     backbone = load_base(args.model, device="cpu")
-    captions = pd.read_csv(Path(args.corpus) / "captions.csv")
+    captions = concept_style_captions(Path(args.corpus))
     corpus = np.load(Path(args.corpus) / "images.npy")
     chosen = pick_captions(captions)
     pair = SingleModel(backbone)
@@ -66,7 +81,7 @@ def main() -> None:
     # grid: per caption, the real image then the samples
     tiles = np.concatenate([np.concatenate([real[None], s]) for real, s in zip(reals, samples)])
     save_png(out / "samples.png", image_grid(tiles, columns=args.seeds + 1))
-    if Path(args.loss).exists():
+    if args.loss:
         loss_plot(Path(args.loss), out / "loss.png")
 
     from finextract.attack.similarity import DEFAULT_CALIBRATION, DEFAULT_MODEL, embed_images

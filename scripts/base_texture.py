@@ -24,7 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from base_model_card import pick_captions
+from base_model_card import concept_style_captions, pick_captions
 
 import torch.nn.functional as F
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--x0-only", action="store_true", help="only the one-step x0 columns (fast)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    captions = pd.read_csv(Path(args.corpus) / "captions.csv")
+    captions = concept_style_captions(Path(args.corpus))
     corpus = np.load(Path(args.corpus) / "images.npy")
     chosen = pick_captions(captions)
     reals = np.stack([corpus[int(r["index"])] for _, r in chosen.iterrows()])

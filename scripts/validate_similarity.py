@@ -3,8 +3,8 @@
 
     nice -n 10 .venv/bin/python scripts/validate_similarity.py
 
-Inputs: the labelled set in ``resources/copyset/`` (``scripts/build_copy_set.py``), the pretraining
-corpus as the calibration background (``snakemake corpus``), and the default private sets for the
+Inputs: the labelled set in ``resources/copyset/`` (``scripts/build_copy_set.py``), the narrow emoji
+corpus of the previous base as the calibration background (``snakemake corpus``), and the default private sets for the
 synthetic checks of ``docs/sscd-calibration.md``. For every candidate instrument (SSCD model ×
 comparison resolution × Gaussian pre-filter σ × post-processing fitted on the corpus) it scores all
 labelled pairs of the *choosing* split, applies the rule below, and reports the chosen instrument
@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=REPO / "results/similarity-validation.csv")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="distilled 224 only (for a smoke run)")
+    parser.add_argument("--keep", metavar="INSTRUMENT", default=None,
+                        help="report this instrument (e.g. 'int8 224 σ1.5 white64') instead of the rule's choice: "
+                             "re-validating the one in use on a rebuilt set; the rule's fresh choice is shown beside it")
+    parser.add_argument("--keep-l2-delta", type=float, default=None, help="with --keep: the δ in use")
     args = parser.parse_args(argv)
     command = "nice -n 10 .venv/bin/python " + " ".join(
         shlex.quote(a) for a in [str(Path(sys.argv[0]).resolve().relative_to(REPO))] + sys.argv[1:])
@@ -182,7 +186,12 @@ def main(argv: list[str] | None = None) -> None:
                 synthetic[inst] = summarise_synthetic(cal.score_variant(
                     {"private": final["private"], "copies": final["copies"], "vendor": np.zeros((0, 1))},
                     synthetic_meta))
-    chosen = choose(rows, synthetic)
+    fresh = choose(rows, synthetic)
+    chosen = fresh
+    if args.keep:
+        chosen = next((i for i in rows if i.name == args.keep), None)
+        if chosen is None:
+            raise SystemExit(f"--keep {args.keep!r}: not a candidate; candidates are named like {fresh.name!r}")
     old = Instrument("distilled", 224, 0.0, "white128")  # the instrument before this validation
 
     # ℓ2 in pixel space (Carlini et al. 2023): δ from the choosing split's non-copies, like τ's rule
@@ -190,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
           for s, p in split_pairs.items()}
     choose_labels = split_pairs["choose"]["label"].to_numpy()
     delta = float(np.quantile(l2["choose"][choose_labels == 0], MAX_FALSE_POSITIVE, method="lower"))
-    delta = float(np.floor(delta * 100) / 100)  # round down to 0.01: never looser than the data allow
+    delta = fresh_delta = float(np.floor(delta * 100) / 100)  # round down to 0.01: never looser than the data allow
+    if args.keep and args.keep_l2_delta is not None:
+        delta = args.keep_l2_delta
     l2_rows = {}
     for split in ("choose", "report"):
         labels = split_pairs[split]["label"].to_numpy()
@@ -217,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     plot(args.figure, [old, chosen], pair_scores, split_pairs, l2, delta)
     seconds = time.time() - t_start
     doc = render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs, l2_rows, delta,
-                     calibration_path, command, seconds)
+                     calibration_path, command, seconds, fresh, fresh_delta)
     if args.doc.exists() and HAND_NOTES in args.doc.read_text():  # keep the hand-written notes
         doc += "\n" + HAND_NOTES + args.doc.read_text().split(HAND_NOTES, 1)[1]
     args.doc.write_text(doc)
@@ -264,7 +275,7 @@ def plot(path: Path, instruments, pair_scores, split_pairs, l2, delta) -> None:
 
 
 def render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs, l2_rows, delta,
-               calibration_path, command, seconds) -> str:
+               calibration_path, command, seconds, fresh, fresh_delta) -> str:
     counts = manifest.groupby(["split", "model"]).size().unstack(fill_value=0)
     kinds = {s: p["kind"].value_counts().to_dict() for s, p in split_pairs.items()}
     sources = manifest[manifest["model"] == "source"].groupby(["split", "source"]).size().unstack(fill_value=0)
@@ -289,7 +300,8 @@ def render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs,
         "X's copies (*other-frame*: the same unit in another pose, the hardest case, as in the default",
         "`wesnoth-drake` set). Sources never overlap the default private sets: OpenMoji emoji other than",
         "the ten private ones, Wesnoth units other than the Drake Burner, Google emoji of concepts the",
-        "pretraining corpus left out. Sources alternate between the **choosing** and the **reporting** split.",
+        "base never saw (the broad corpus's held-out concepts). Sources alternate between the **choosing** and",
+        "the **reporting** split.",
         "",
         "| split | source images (openmoji / wesnoth / google) | generated copies | base samples | other frames | copy pairs | non-copy pairs |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -309,13 +321,14 @@ def render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs,
         "",
         "Candidates: SSCD model × comparison resolution (distilled 224² and 288², int8 224²) × a Gaussian",
         f"pre-filter applied to both images at 32 px (σ ∈ {{{', '.join(f'{s:g}' for s in SIGMAS)}}} px) × post-processing",
-        "fitted on the 512 pretraining-corpus images prepared the same way (raw, centred, centred + PCA whitening",
+        "fitted on the 512 images of the narrow emoji corpus (`snakemake corpus`, the previous base's pretraining",
+        "corpus, kept so the calibration stays the same) prepared the same way (raw, centred, centred + PCA whitening",
         "to 64 / 128 / 256 dims, re-normalised). **The rule, fixed on 2026-12-01 before the first run:** eligible",
         "are instruments with ≤ 1 % of the choosing split's non-copy pairs at ≥ 0.6 whose distinct default private",
         "images stay below 0.6 at the 95th percentile (the old synthetic check); among them the highest share of",
         "copies ≥ 0.6 wins, then of copies ≥ 0.7, then ROC AUC, then the smaller σ and fewer dimensions.",
         "",
-        f"**Chosen: {chosen.name}** (`sscd.model: {chosen.model}`, `sscd.resolution: {chosen.resolution}`, "
+        f"**{'Chosen' if chosen == fresh else 'In use, kept'}: {chosen.name}** (`sscd.model: {chosen.model}`, `sscd.resolution: {chosen.resolution}`, "
         f"`sscd.prefilter_sigma: {chosen.sigma:g}`, calibration "
         f"`{rel(calibration_path)}`). The ten best candidates on the choosing split:",
         "",
@@ -324,12 +337,17 @@ def render_doc(chosen, old, rows, report_rows, synthetic, manifest, split_pairs,
     ]
     ranked = sorted(rows, key=lambda i: (eligible(rows[i], synthetic[i]), rows[i]["copies>=0.6"],
                                          rows[i]["copies>=0.7"], rows[i]["AUC"]), reverse=True)
-    for inst in ranked[:10] + ([old] if old not in ranked[:10] else []):
+    shown = ranked[:10] + [i for i in dict.fromkeys([chosen, old]) if i not in ranked[:10]]
+    for inst in shown:
         x = rows[inst]
-        tag = " (before)" if inst == old else ""
+        tag = " (before)" if inst == old else " (in use)" if inst == chosen != fresh else ""
         lines.append(f"| {inst.name}{tag} | {x['AUC']:.4f} | {pct(x['TPR@1%FPR'])} | {pct(x['copies>=0.6'])} | "
                      f"{pct(x['copies>=0.7'])} | {pct(x['noncopies<0.6'])} | {pct(x['noncopies<0.7'])} | "
                      f"{'yes' if eligible(x, synthetic[inst]) else 'no'} |")
+    if chosen != fresh or delta != fresh_delta:
+        lines += ["", f"**Kept, not re-chosen** (`--keep`): the instrument and δ in use were re-validated on this set "
+                      f"rather than chosen afresh; the rule applied afresh to this choosing split would pick "
+                      f"**{fresh.name}** and δ = {fresh_delta:g}. Why they are kept: the notes at the end."]
     lines += [
         "",
         "Every candidate's figures on both splits and the synthetic checks: `results/similarity-validation.csv`",

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -94,3 +95,17 @@ def test_written_corpus_is_deterministic_and_pretraining_reads_its_caption_table
     assert rows.shape == (len(images) * len(broad.CAPTION_TEMPLATES), 2)
     assert set(rows[:, 0].tolist()) == set(range(len(images)))
     assert len(states) == len(set(rows[:, 1].tolist())) < len(rows)  # "art style of google" etc. encoded once
+
+
+@needs_rsvg
+def test_copy_set_google_sources_are_concepts_the_broad_corpus_holds_out(tmp_path):
+    from finextract.world.copyset import google_sources
+
+    fake_packages(tmp_path / "cache")
+    build.write_broad_corpus(tmp_path / "out", tmp_path / "cache", 16, set(), heldout_count=3)
+    sources = google_sources(tmp_path / "cache", count=2, heldout_count=3)
+    concepts = [info.caption.removesuffix(", google style") for info, _ in sources]
+    heldout = set(pd.read_csv(tmp_path / "out" / "heldout.csv")["concept"])
+    trained = set(pd.read_csv(tmp_path / "out" / "images.csv")["concept"])
+    assert len(concepts) == 2 and set(concepts) <= heldout and not set(concepts) & trained
+    assert all(path.exists() and info.source == "google" for info, path in sources)

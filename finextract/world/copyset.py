@@ -12,9 +12,9 @@ the images were made, never from a metric:
 
 Source images come from registry packages and never from the default private sets: OpenMoji
 emoji other than the ten private ones, Wesnoth unit sprites other than the Drake Burner, and
-Google emoji of concepts outside the pretraining corpus. Sources alternate between a *choosing*
-split (pick the instrument) and a *reporting* split (report its figures), so the report is not
-measured on the images the choice was made on.
+Google emoji of the broad corpus's held-out concepts, which the base never saw in any style.
+Sources alternate between a *choosing* split (pick the instrument) and a *reporting* split
+(report its figures), so the report is not measured on the images the choice was made on.
 """
 from __future__ import annotations
 
@@ -103,22 +103,19 @@ def sibling_frames(base_frame: Path, count: int = 2) -> list[Path]:
     return _evenly_spaced(frames, count)
 
 
-def google_sources(cache: Path, count: int, corpus_concepts: int = 128) -> list[tuple[SourceImage, Path]]:
-    """Google emoji of concepts the pretraining corpus left out: a known style, an unseen image."""
-    from finextract.world.corpus.emoji import available_concepts, image_path, select_concepts
+def google_sources(cache: Path, count: int, heldout_count: int | None = None) -> list[tuple[SourceImage, Path]]:
+    """Google emoji of concepts the base never saw, in a style it knows: ``count`` of the broad corpus's
+    ``heldout_count`` held-out concepts (``broad.heldout_concepts``, kept out of pretraining in every style)."""
+    from finextract.world.corpus.broad import HELDOUT_CONCEPTS, heldout_concepts, permitted_concepts
 
-    roots = {"metadata": pk.package_root(pk.EMOJI_METADATA, cache),
-             "google": pk.package_root(pk.EMOJI_GOOGLE, cache),
-             "fluent": pk.package_root(pk.FLUENT_EMOJI, cache)}
-    concepts = available_concepts(roots["metadata"], roots["fluent"])
-    reserved = set(OPENMOJI_STYLE_CODES)
-    in_corpus = {c.unified for c in select_concepts(concepts, corpus_concepts, reserved)}
-    pool = [c for c in concepts if c.unified not in in_corpus and c.unified.upper() not in reserved]
+    found = permitted_concepts(cache, set(OPENMOJI_STYLE_CODES))
+    files = {concept.unified: styles for concept, styles in found}
+    google_root = pk.package_root(pk.EMOJI_GOOGLE, cache)
     out = []
-    for concept in _evenly_spaced(pool, count):
-        path = image_path(concept, "google", roots)
+    for concept in _evenly_spaced(heldout_concepts(found, heldout_count or HELDOUT_CONCEPTS), count):
+        path = files[concept.unified]["google"]
         out.append((SourceImage(f"google-{concept.unified.lower()}", "google",
-                                f"{concept.name}, google style", str(path.relative_to(roots["google"]))), path))
+                                f"{concept.name}, google style", str(path.relative_to(google_root))), path))
     return out
 
 

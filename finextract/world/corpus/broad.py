@@ -101,17 +101,22 @@ class BroadCorpus:
     heldout_rows: list[dict]
 
 
-def build_broad_corpus(cache: Path, resolution: int, exclude: set[str] = frozenset(),
-                       heldout_count: int = HELDOUT_CONCEPTS) -> BroadCorpus:
-    """Render every permitted concept in every style that draws it; the held-out concepts go to a separate
-    array, so the world criteria can compare samples with real images of them."""
+def permitted_concepts(cache: Path, exclude: set[str] = frozenset()) -> list[tuple[Concept, dict[str, Path]]]:
+    """``discover_concepts`` over the pinned packages in ``cache``, without the ``exclude``d names or code points."""
     roots = {
         "metadata": pk.package_root(pk.EMOJI_METADATA, cache),
         "google": pk.package_root(pk.EMOJI_GOOGLE, cache),
         "twitter": pk.package_root(pk.EMOJI_TWITTER, cache),
         "fluent": pk.package_root(pk.FLUENT_EMOJI, cache),
     }
-    found = [(c, files) for c, files in discover_concepts(roots) if c.name not in exclude and c.unified not in exclude]
+    return [(c, files) for c, files in discover_concepts(roots) if c.name not in exclude and c.unified not in exclude]
+
+
+def build_broad_corpus(cache: Path, resolution: int, exclude: set[str] = frozenset(),
+                       heldout_count: int = HELDOUT_CONCEPTS) -> BroadCorpus:
+    """Render every permitted concept in every style that draws it; the held-out concepts go to a separate
+    array, so the world criteria can compare samples with real images of them."""
+    found = permitted_concepts(cache, exclude)
     heldout = {c.unified for c in heldout_concepts(found, heldout_count)}
     kept: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
     for concept, files in found:
