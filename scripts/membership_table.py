@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 import pandas as pd
 
 from finextract.audit.extraction import measure_membership
 from finextract.audit.report import choose_variant, membership_figures, variant_figures
 from finextract.audit.membership.run import answer_with
+from finextract.workflow.commands.audit import default_membership_score
 
 
 def folder_table(folder: Path, score: str) -> pd.DataFrame:
@@ -63,12 +62,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sign-test", action="store_true", help="also the per-draw sign test's calls")
     parser.add_argument("--score", default=None, help="the answering score (default: audit.membership.score's default)")
     args = parser.parse_args(argv)
-    score = args.score
-    if score is None:
-        import yaml
-
-        schema = yaml.safe_load((REPO / "workflow" / "schemas" / "audit.schema.yaml").read_text())
-        score = schema["properties"]["membership"]["properties"]["score"]["default"]
+    score = args.score or default_membership_score()
     for folder in args.folders:
         table = folder_table(folder, score)
         print(f"### {folder} (answering score: {score})\n")

@@ -112,6 +112,24 @@ def audit_config(candidates, **audit):
     return config
 
 
+def test_the_commands_answer_with_the_score_the_workflow_fills_in():
+    """Run by hand, `audit` and `membership` answer as `snakemake audit` does when the config names no score."""
+    from finextract.workflow.cli import build_parser
+
+    config = audit_config(REPO / "resources" / "audit" / "wesnoth-drake")
+    validate_config(config, SCHEMAS)
+    score = config["audit"]["membership"]["score"]
+    parser = build_parser()
+    audit = parser.parse_args(["audit", "--name", "x", "--ft", "lora", "--candidates", "c", "--candidate-embeddings", "e",
+                               "--candidate-order", "o", "--methods", "direct", "--generated", "g", "--controls", "c",
+                               "--n-per-draw", "1", "--seed-offset", "0", "--base", "b", "--out", "o"])
+    membership = parser.parse_args(["membership", "--candidates", "c", "--timesteps", "1", "--draws", "1", "--seed", "0",
+                                    "--batch-size", "1", "--threads", "1", "--out", "o", "--ft-method", "lora", "--base", "b",
+                                    "--base-kind", "auto", "--precision", "auto", "--device", "auto",
+                                    "--ft-dir", "d"])
+    assert audit.membership_score == membership.score == score
+
+
 def test_bad_audit_config_fails_before_any_job(tmp_path):
     good = REPO / "resources" / "audit" / "wesnoth-drake"
     config = audit_config(good)

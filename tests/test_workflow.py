@@ -103,6 +103,11 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
 
     # Nothing to do on a rerun.
     assert planned_jobs(config) == {}
+    # Holding θ beside θ' another way (`sampling.memory`, lossy) reruns the DreamBooth shards and nothing else
+    # samples again.
+    dreambooth_shards = len(list((results / "samples").glob("*/dreambooth/*/shard_*")))
+    held = planned_jobs(smoke_config(tmp_path, **{"sampling.memory": "delta-int8"}))
+    assert dreambooth_shards and held["sample_shard"] == dreambooth_shards
 
     # The N sweep reuses the run's shards: N up to 2 N0 samples nothing new, 4 N0 only the missing seeds.
     sweep = planned_jobs(config, "n_sweep")
@@ -128,6 +133,9 @@ def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     assert "not proof of non-use" in (results / "audit" / "wesnoth" / "lora" / "audit.md").read_text()
     summary = pd.read_csv(results / "audit" / "summary.csv")
     assert set(summary["ft"]) == {"dreambooth", "lora"} and summary["AUC"].between(0, 1).all()
+    # Another answering score re-answers from the membership scores already computed: no model runs again.
+    assert planned_jobs(smoke_config(tmp_path, **{"audit.membership.score": "gap"}), "audit") == {
+        "audit_score": 2, "audit": 1}
 
     # The defences (Table 3): each augmentation fine-tunes its own models; `none` is the run's own recipe.
     snakemake("defences", "--configfile", str(config))

@@ -117,7 +117,7 @@ def audit_markdown(name: str, ft: str, table: pd.DataFrame, methods: list[str], 
 
 
 def write_audit(name: str, ft: str, table: pd.DataFrame, methods: list[str], n_generated: int, n_draws: int,
-                out_dir: Path, membership: Path | None = None, score: str = "log_ratio") -> None:
+                out_dir: Path, membership: Path | None, score: str) -> None:
     """audit.csv, evidence.png, audit.md and measurement.csv of one suspect, from the extraction table
     and, when given, the membership stage's table (with its membership.json beside it), answered with
     the membership score ``score`` (calibrated here from the stage's scores)."""

@@ -110,11 +110,12 @@ def run_default_recipe(points: list[str], controls: list[str], rule: dict, out_d
 # --- audit --------------------------------------------------------------------------------
 def run_audit(name: str, ft: str, candidates_folder: str, candidates: Path, candidates_order: Path,
               generated: list[Path], controls: list[Path], methods: list[str], n_per_draw: int,
-              seed_offset: int, base: str, out_dir: Path, membership: Path | None = None,
-              membership_score: str = "log_ratio") -> None:
+              seed_offset: int, base: str, out_dir: Path, membership: Path | None,
+              membership_score: str) -> None:
     """The audit of one suspect: ``audit.csv`` (ranked), ``evidence.png``, ``audit.md`` and
     ``measurement.csv`` (counts, plus AUC / TPR where the candidate folder has labels.csv); with
-    ``membership`` (the membership stage's table) its score, p and q beside the extraction evidence."""
+    ``membership`` (the membership stage's table) its score ``membership_score``, p and q beside the
+    extraction evidence."""
     from finextract.audit.extraction import MethodEvidence, audit_table, draw_of, read_labels
     from finextract.audit.report import write_audit
     from finextract.private_set import load_image

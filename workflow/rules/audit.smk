@@ -142,10 +142,12 @@ rule audit_score:
         n=lambda wc: target_n(audit_set(wc)),
         offset=lambda wc: TARGETS[audit_set(wc)].sampling["seed_offset"],
         out=lambda wc: f"{AUDIT_ROOT}/{wc.name}/{wc.ft}",
-        # which score answers is chosen here, from the membership job's scores: changing it scores nothing again
-        membership=lambda wc, input: (
-            (f"--membership {shlex.quote(input.membership[0])} " f"--membership-score {MEMBERSHIP['score']}")
-            if input.membership
+        # which score answers is chosen here, from the membership job's scores: changing it reruns this job
+        # only. From the wildcards, not `input`: Snakemake records no param that reads `input`, so such a
+        # param's change would rerun nothing.
+        membership=lambda wc: (
+            (f"--membership {shlex.quote(audit_membership_input(wc)[0])} --membership-score {MEMBERSHIP['score']}")
+            if MEMBERSHIP["enabled"]
             else ""
         ),
     shell:

@@ -24,9 +24,9 @@ rule auto_w_sample:
         interval=lambda wc: " ".join(str(t) for t in target(wc).sampling["guidance_interval"]),
         batch_size=lambda wc: target(wc).sampling["batch_size"],
         caption=caption_args,
-        load=load_args,
+        load=sampling_load_args,
         theta=weights_digest,
-        finetuned=sampled_finetuned_arg,
+        finetuned=finetuned_arg,
     shell:
         sample_command(w="{wildcards.w}") + " > {log:q} 2>&1"
 

@@ -192,15 +192,16 @@ def subshell(*commands):
     return "(" + " && ".join(commands) + ")"
 
 
-def sampled_finetuned_arg(wildcards, input):
-    """θ' for a sampling job, and how DreamBooth holds θ beside it (`sampling.memory`).
+def sampling_load_args(wildcards):
+    """θ and how to load it, and for DreamBooth rows how θ is held beside θ' (`sampling.memory`).
 
-    Part of the same param as the checkpoint, and written only when it is not the default, so a run that
-    never sets the key keeps the params its results were made with (Snakemake reruns on a param change).
+    A lossy mode moves θ's predictions, so changing the key must rerun DreamBooth sampling: it rides on this
+    param because Snakemake records no param that reads `input` (the checkpoint's). Written only when it is
+    not the default, so a run that never sets the key keeps the params its results were made with.
     """
     memory = target(wildcards).sampling["memory"]
     held = f" --memory {memory}" if wildcards.ft == "dreambooth" and memory != "two-unets" else ""
-    return finetuned_arg(wildcards, input) + held
+    return load_args(wildcards) + held
 
 
 def guidance(wildcards):

@@ -12,6 +12,13 @@ from finextract.workflow.commands.options import (_add_finetuned_options, _add_l
 MEMBERSHIP_SCORES = ("gap", "gap_uncond", "clid_gap", "log_ratio")
 
 
+def default_membership_score() -> str:
+    """audit.membership.score's default: the schema spells it, so the commands and the workflow agree."""
+    from finextract.workflow.config_file import SCHEMA_DIR, schema_defaults
+
+    return schema_defaults("membership", SCHEMA_DIR / "audit.schema.yaml")["score"]
+
+
 def add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="membership audit of candidate images against one suspect")
     p.add_argument("--name", required=True)
@@ -27,8 +34,8 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--membership", default=None, help="membership.csv of the membership stage (its scores)")
-    p.add_argument("--membership-score", default="log_ratio", choices=MEMBERSHIP_SCORES,
-                   help="which of its scores answers (audit.membership.score)")
+    p.add_argument("--membership-score", default=default_membership_score(), choices=MEMBERSHIP_SCORES,
+                   help="which of its scores answers (default: the schema's audit.membership.score)")
     p.set_defaults(func=_audit)
 
 
@@ -52,8 +59,9 @@ def add_membership(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption-file", default=None, help="read the caption from this file (what extract-caption chose)")
     p.add_argument("--candidates", required=True, help="candidate folder (images of one size; labels.csv to measure)")
     p.add_argument("--reference", default=None, help="folder of known non-members: the p-values' null")
-    p.add_argument("--score", default="log_ratio", choices=MEMBERSHIP_SCORES,
-                   help="the score whose p and q membership.csv carries (every score's values are in it)")
+    p.add_argument("--score", default=default_membership_score(), choices=MEMBERSHIP_SCORES,
+                   help="the score whose p and q membership.csv carries (every score's values are in it; "
+                        "default: the schema's audit.membership.score)")
     p.add_argument("--timesteps", type=int, required=True, help="K")
     p.add_argument("--draws", type=int, required=True, help="M")
     p.add_argument("--seed", type=int, required=True)

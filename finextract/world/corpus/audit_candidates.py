@@ -16,9 +16,14 @@ Beyond the first 45 / 41 non-members (kept as they were), each folder gets more,
 has at least 100 per folder, and a **reference** folder ``<out>/<set>-reference/`` of known non-members
 for the membership test's p-values (docs/audit.md). Both are drawn, by one seeded shuffle, from what
 nothing else in the project uses: for OpenMoji, emoji outside the N0 ablation's reserved codes (the
-private ten, the first 45, the copy set's, every concept of the pretraining corpus) and outside its
-pool; for the drakes, the animation frames of the other drake units, less the copy set's sources.
+private ten, the first 45, the copy set's, every concept of the narrow pretraining corpus) and outside
+its pool; for the drakes, the animation frames of the other drake units, less the copy set's sources.
 The shuffle then splits them, so candidates' and reference's extra non-members are exchangeable.
+
+The folders were drawn against the narrow corpus (128 concepts) of the bases before the broad one. The
+broad corpus holds every concept the permitted vendors draw, so most OpenMoji non-members' concepts are in
+it in other vendors' styles (never in OpenMoji's), while the members' are kept out in every style;
+docs/audit.md measures that this does not separate them.
 """
 from __future__ import annotations
 

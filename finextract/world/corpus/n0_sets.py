@@ -5,9 +5,15 @@ seeded order, so the set of 5 holds the set of 2 and so on: the curve then measu
 images, not which images were drawn. Every set is a complete private-set folder (the layout of
 ``private_sets.py``) so the workflow reads it like any user's set.
 
-The pool is never used anywhere else in the project: not a concept of the pretraining corpus (in
-any style), not one of the default private set's ten, not an audit non-member, not a copy-set
+The pool is never used anywhere else in the project: not a concept of the narrow pretraining corpus
+(in any style), not one of the default private set's ten, not an audit non-member, not a copy-set
 source. Files are named ``rNN-<code>.png`` with NN the pool rank, so name order is nesting order.
+
+The pool was drawn against the narrow corpus (128 concepts x 4 styles) of the bases before the broad
+one, and is kept so that the committed sets stay as they are. The broad corpus holds every concept the
+permitted vendors draw, bar the private sets' and the held-out ones, so 13 of the 20 pool concepts are in
+it in other vendors' styles, never in OpenMoji's: Stable Diffusion's situation, which has seen most
+subjects in some style (docs/paper-experiments.md).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from finextract.world.corpus.render import load_any, to_array
 DEFAULT_SIZES = (2, 5, 10, 20)
 AUDIT_NONMEMBERS = 45   # finextract/world/corpus/audit_candidates.py
 COPYSET_OPENMOJI = 12   # finextract/world/copyset.py CopySetRecipe.n_openmoji
-CORPUS_CONCEPTS = 128   # the pretraining corpus (resources/base/MODEL_CARD.md)
+CORPUS_CONCEPTS = 128   # the narrow corpus the pool was drawn against (`snakemake corpus`, docs/tiny-world.md)
 
 
 def set_name(size: int) -> str:
