@@ -12,7 +12,9 @@ fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
 status=0
-.venv/bin/python -m pytest -q -ra --durations=15 "$@" || status=$?
+# two workers for the two cores; a file's tests stay on one worker, so its module fixtures are built once
+# (every test runs Snakemake in its own directory; the SLURM tests share one cluster behind a lock)
+.venv/bin/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile "$@" || status=$?
 # snakemake --lint on the workflow (.test/ config); notices not justified in the script fail CI
 .venv/bin/python scripts/lint_workflow.py || { [ "$status" = 0 ] && status=1; }
 # the rules' formatting, as the Snakemake workflow catalog checks it (settings in pyproject.toml)
