@@ -1,5 +1,9 @@
+import fcntl
 import os
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,10 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 SCHEMAS = REPO / "workflow" / "schemas"
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"  # paths in it are relative to .test/
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# scripts/test.sh runs two workers on the two cores: each worker's torch takes its share. Two threads per
+# worker, beside the other worker's, fight for the cores (torch's threads spin while they wait).
+TEST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // TEST_WORKERS)))
 
 
 @pytest.fixture(autouse=True)
@@ -98,11 +105,66 @@ def write_private_set(folder: Path, images: np.ndarray, caption="art style of te
     return folder
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the real-SLURM tests last.
+SLURM_LOCK = Path("/tmp/finextract-slurm-test.lock")
+CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 
-    Once SLURM is installed (they install it), every Snakemake start imports the SLURM executor
-    plugin, which asks `scontrol show config` with a 10 s timeout; with the test daemons torn down
-    that call hangs, adding 10 s to each local workflow test that would come after them.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+
+def cannot_run_slurm() -> str | None:
+    """Why the real-SLURM tests cannot run here, or None."""
+    if os.environ.get("FX_SKIP_SLURM") == "1":
+        return "FX_SKIP_SLURM=1"
+    if not sys.platform.startswith("linux"):
+        return "the SLURM test cluster needs Linux"
+    if os.geteuid() != 0:
+        return "the SLURM test cluster needs root (it installs packages and starts slurmctld/slurmd/munged)"
+    if shutil.which("dpkg") is None or shutil.which("apt-get") is None:
+        return "the SLURM test cluster needs a Debian-like system (dpkg and apt-get)"
+    return None
+
+
+def slurm_cluster_sh(action: str, check: bool = True) -> subprocess.CompletedProcess:
+    """tests/slurm/cluster.sh up|down|status."""
+    result = subprocess.run(["bash", str(CLUSTER_SH), action], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(f"tests/slurm/cluster.sh {action} failed (exit {result.returncode}):\n"
+                    f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node SLURM cluster, kept up until this test process ends.
+
+    Kept up, not stopped after each test file: once SLURM is installed, every Snakemake start (any test's)
+    imports the SLURM executor plugin, which asks `scontrol show config`; with no controller answering,
+    that call waits 9 s. The cluster is machine-wide: every process using it holds a shared lock, and the
+    process that started it stops it only once no other process holds the lock."""
+    reason = cannot_run_slurm()
+    if reason:
+        pytest.skip(reason)
+    with open(SLURM_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time installs and starts it
+        started_here = "slurmctld: running" not in slurm_cluster_sh("status", check=False).stdout
+        try:
+            if started_here:
+                started = time.time()
+                print(slurm_cluster_sh("up").stdout)
+                print(f"cluster up in {time.time() - started:.0f} s")
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+        finally:
+            if started_here:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # waits for the other processes using it
+                print(slurm_cluster_sh("down", check=False).stdout)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The smoke run's file first, then the other files holding end-to-end tests (marked slow or slurm), then
+    the rest, each in its usual order.
+
+    The suite runs on two workers that each take whole files (`--dist loadfile`), handed out in this order;
+    a long file handed out last runs on alone while the other worker sits idle. `test_workflow.py` (the smoke
+    run and every stage and rerun that builds on it) is the longest by far."""
+    end_to_end = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("slurm")}
+    items.sort(key=lambda item: (item.path.name != "test_workflow.py", item.path not in end_to_end))

@@ -92,3 +92,19 @@ def test_nothing_imports_the_test_suite_or_edits_sys_path():
                 if "sys.path.insert" in text or "sys.path.append" in text or "from conftest" in text:
                     offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_parsing_the_workflow_imports_no_torch():
+    """Every Snakemake start (a dry run, each rerun's plan) parses the workflow; the package modules its files
+    import at the top level must not pull in torch, diffusers or scipy, which take seconds to import."""
+    import subprocess
+    import sys
+
+    workflow_files = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    imports = [line for path in workflow_files for line in path.read_text().splitlines()
+               if line.startswith(("from finextract", "import finextract"))]
+    assert imports, "no package imports found in the workflow files"
+    probe = "\n".join([*imports, "import sys", "print(' '.join(sorted(m for m in ('torch', 'diffusers', 'scipy') "
+                                               "if m in sys.modules)))"])
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [], f"parsing the workflow imports {loaded}"

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, snakemake_cmd
-from test_slurm import FAST_POLLING, PROFILE, rule_of, run_snakemake, slurm_cluster, slurm_jobs, slurm_run_id  # noqa: F401
+from test_slurm import FAST_POLLING, PROFILE, rule_of, run_snakemake, slurm_jobs, slurm_run_id
 from test_workflow import smoke_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -1,16 +1,15 @@
 """The smoke workflow on a real (single-node, loopback) SLURM cluster through workflow/profiles/slurm.
 
 tests/slurm/cluster.sh brings the cluster up (installing slurmctld, slurmd, slurm-client and munge with
-apt-get if needed) and the fixture tears it down again. The node has two *fake* GPUs (gres backed by
-/dev/null, /dev/zero), so rules asking `gpu=1` are really scheduled against a GPU count while running on
-the CPU. Needs root and dpkg/apt-get; skipped otherwise, or when FX_SKIP_SLURM=1.
+apt-get if needed); the `slurm_cluster` fixture (conftest.py) keeps it up until the test process ends.
+The node has two *fake* GPUs (gres backed by /dev/null, /dev/zero), so rules asking `gpu=1` are really
+scheduled against a GPU count while running on the CPU. Needs root and dpkg/apt-get; skipped otherwise,
+or when FX_SKIP_SLURM=1.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,54 +22,10 @@ from test_workflow import smoke_config
 
 pytestmark = pytest.mark.slurm
 
-CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 # Only the polling is tightened for the test; everything else comes from the profile as shipped.
 FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def cannot_run_slurm() -> str | None:
-    if os.environ.get("FX_SKIP_SLURM") == "1":
-        return "FX_SKIP_SLURM=1"
-    if not sys.platform.startswith("linux"):
-        return "the SLURM test cluster needs Linux"
-    if os.geteuid() != 0:
-        return "the SLURM test cluster needs root (it installs packages and starts slurmctld/slurmd/munged)"
-    if shutil.which("dpkg") is None or shutil.which("apt-get") is None:
-        return "the SLURM test cluster needs a Debian-like system (dpkg and apt-get)"
-    return None
-
-
-def cluster(action: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", str(CLUSTER_SH), action], capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=600)
-    if check and result.returncode != 0:
-        pytest.fail(f"tests/slurm/cluster.sh {action} failed (exit {result.returncode}):\n"
-                    f"{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    """A running single-node SLURM cluster; stopped afterwards unless it was already running before.
-
-    The cluster is machine-wide: a lock file makes a second test session wait instead of having its
-    cluster stopped under it by the first one's teardown."""
-    reason = cannot_run_slurm()
-    if reason:
-        pytest.skip(reason)
-    with open("/tmp/finextract-slurm-test.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        already_up = "slurmctld: running" in cluster("status", check=False).stdout
-        try:
-            started = time.time()
-            print(cluster("up").stdout)
-            print(f"cluster up in {time.time() - started:.0f} s")
-            yield
-        finally:
-            if not already_up:
-                print(cluster("down", check=False).stdout)
 
 
 def run_snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -132,7 +132,8 @@ def test_singleton_cliques_count_as_no_cohesion():
 @pytest.mark.parametrize("method", ["dreambooth", "lora"])
 def test_a_snapshot_equals_a_run_of_that_length(tmp_path, method):
     from conftest import make_tiny_backbone
-    from finextract.training.finetune import finetune, snapshot_name
+    from finextract.training.finetune import finetune
+    from finextract.training.snapshots import snapshot_name
     from finextract.workflow.attack_steps import finetune_config
     from safetensors.torch import load_file
 

@@ -1,5 +1,6 @@
 """The tiny world's model: a one-image overfit must come back when sampled; pretraining learns."""
 import numpy as np
+import pytest
 import torch
 
 from conftest import emoji_like_images, make_tiny_backbone
@@ -16,11 +17,12 @@ def test_pixel_unshuffle_is_lossless(tiny_backbone):
     assert torch.equal(tiny_backbone.to_images(tiny_backbone.to_latents(images)), images)
 
 
+@pytest.mark.slow
 def test_one_image_overfit_is_reproduced_by_the_sampler(tmp_path):
     """Catches scheduler / timestep / parametrisation mistakes between training and sampling."""
-    # 400 steps of float sums differ with the thread count (error 10.0 at 2 threads, 12.0 at 1): the bound was
-    # set at 2 threads, so the test runs there on any machine
-    torch.set_num_threads(2)
+    # 400 steps of float sums differ with the thread count, so the test fixes it; one thread, because the
+    # suite's two workers share two cores and torch's threads spin when they fight for them
+    torch.set_num_threads(1)
     backbone = make_tiny_backbone(channels=(32, 64, 64))
     target = emoji_like_images(1, seed=3)
     cfg = finetune_config(method="dreambooth", lr=2e-3, steps_per_image=400, batch_size=16)

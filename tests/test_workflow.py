@@ -64,7 +64,6 @@ def test_default_config_plans_the_full_grid(tmp_path):
     assert sweep["sample_shard"] == 150 and sweep["sweep_point"] == 24 and sweep["finetune"] == 2
 
 
-@pytest.mark.slow
 def check_report_in_browser(report: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> None:
     """Headless Chromium renders the report (its menu is drawn by JavaScript from the embedded results):
     the rendered page names the result categories and Table 1, and the screenshot is not blank."""
@@ -89,6 +88,7 @@ def check_report_in_browser(report: Path, tmp_path: Path, extra: tuple[str, ...]
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text and the menu, not a blank page
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end_then_incremental_reruns(tmp_path):
     config = smoke_config(tmp_path)
     run = snakemake("--configfile", str(config))

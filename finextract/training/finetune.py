@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from finextract.backbones.base import ADAPTER_NAME, Backbone, images_to_tensor
 from finextract.io import atomic_path, save_json
 from finextract.training.losses import diffusion_loss
+from finextract.training.snapshots import snapshot_name
 
 FINETUNE_METHODS = ("dreambooth", "lora")
 
@@ -64,10 +65,6 @@ def trainable_unet(backbone: Backbone, cfg: FinetuneConfig, in_place: bool = Fal
         unet.add_adapter(lora_config(cfg.lora_rank, cfg.lora_targets), adapter_name=ADAPTER_NAME)
         return unet
     raise ValueError(f"unknown fine-tuning method {cfg.method!r}; expected one of {FINETUNE_METHODS}")
-
-
-def snapshot_name(steps_per_image: int) -> str:
-    return f"spi{steps_per_image}"
 
 
 def finetune(backbone: Backbone, images: np.ndarray, caption: str, cfg: FinetuneConfig,

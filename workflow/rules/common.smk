@@ -16,7 +16,7 @@ from snakemake.iocontainers import Wildcards
 from finextract.workflow import config as fxconfig
 from finextract.workflow import provenance
 from finextract.private_set import image_files, read_caption
-from finextract.training.finetune import snapshot_name
+from finextract.training.snapshots import snapshot_name
 from finextract.experiments.study import Variant, study_variants
 
 # The CLI that every shell command runs, with the interpreter that runs Snakemake, is $FINEXTRACT in
